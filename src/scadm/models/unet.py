@@ -1,0 +1,190 @@
+"""The SCA-DM denoiser eps(z_t, t, style, mask) (paper Fig. 2, Sec. 3.3-3.4).
+
+An LDM UNet whose encoder has plain ResBlocks, whose middle block and decoder have SPADE
+ResBlocks fed by the semantic mask, and whose spatial transformers inject the per-class style
+codes through mask-conditioned cross-attention (Eq. 8). Parameter names equal the authors'
+`model.diffusion_model.*` names without that prefix, minus their unused `label_emb`.
+"""
+
+from collections.abc import Sequence
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from scadm.errors import InputError
+from scadm.nn.attention import SpatialTransformer, is_one_hot_or_empty
+from scadm.nn.resblocks import (
+    Downsample,
+    ResBlock,
+    SPADEResBlock,
+    Upsample,
+    UpcastGroupNorm,
+    timestep_embedding,
+    zero_init,
+)
+from scadm.nn.spade import NORM_GROUPS, SPADE_HIDDEN_CHANNELS
+
+TIME_EMBED_MULT = 4
+
+
+class UNetStep(nn.ModuleList):
+    """One entry of input_blocks / middle_block / output_blocks: layers applied in order, each
+    given the conditioning it takes (time embedding, mask, style context)."""
+
+    def forward(self, h, emb, context, mask, hard):
+        for layer in self:
+            if isinstance(layer, SPADEResBlock):
+                h = layer(h, emb, mask)
+            elif isinstance(layer, ResBlock):
+                h = layer(h, emb)
+            elif isinstance(layer, SpatialTransformer):
+                h = layer(h, context, mask, hard)
+            else:
+                h = layer(h)
+        return h
+
+
+class SCADMUNet(ModelMixin, ConfigMixin):
+    """Noise predictor eps = unet(x, timesteps, context, mask).
+
+    `attention_resolutions` are downsampling factors (1 = latent resolution), as in the authors'
+    config; defaults are the paper's face model (486,895,363 parameters).
+
+    Example:
+        >>> unet = SCADMUNet(model_channels=32, channel_mult=(1, 2), num_head_channels=16,
+        ...                  context_dim=16, num_classes=5, attention_resolutions=(2,))
+        >>> mask = torch.nn.functional.one_hot(torch.randint(0, 5, (1, 32, 32)), 5)
+        >>> eps = unet(torch.randn(1, 3, 8, 8), torch.tensor([10]), torch.randn(1, 5, 16),
+        ...            mask.permute(0, 3, 1, 2).float())
+        >>> eps.shape
+        torch.Size([1, 3, 8, 8])
+    """
+
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        model_channels: int = 224,
+        channel_mult: Sequence[int] = (1, 2, 3, 4),
+        num_res_blocks: int = 2,
+        attention_resolutions: Sequence[int] = (8, 4, 2),
+        num_head_channels: int = 32,
+        transformer_depth: int = 1,
+        context_dim: int = 1280,
+        num_classes: int = 19,
+        dropout: float = 0.0,
+        mask_attention: bool = True,
+        spade_hidden_channels: int = SPADE_HIDDEN_CHANNELS,
+    ):
+        super().__init__()
+        widths = [model_channels * m for m in channel_mult]
+        for width in widths:
+            if width % NORM_GROUPS or width % num_head_channels:
+                raise InputError(
+                    f"model_channels * channel_mult: {width} is not divisible by {NORM_GROUPS} "
+                    f"(norm groups) and num_head_channels={num_head_channels}"
+                )
+        self.gradient_checkpointing = False
+        emb_dim = TIME_EMBED_MULT * model_channels
+
+        def transformer(ch):
+            return SpatialTransformer(ch, ch // num_head_channels, num_head_channels, context_dim,
+                                      transformer_depth, dropout, mask_attention)
+
+        def spade_block(ch, out_ch):
+            return SPADEResBlock(ch, emb_dim, num_classes, out_ch, dropout, spade_hidden_channels)
+
+        self.time_embed = nn.Sequential(
+            nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+        )
+
+        self.input_blocks = nn.ModuleList([UNetStep([nn.Conv2d(in_channels, model_channels, 3, padding=1)])])
+        skip_widths = [model_channels]
+        ch = model_channels
+        for level, width in enumerate(widths):
+            for _ in range(num_res_blocks):
+                layers = [ResBlock(ch, emb_dim, width, dropout)]
+                ch = width
+                if 2**level in attention_resolutions:
+                    layers.append(transformer(ch))
+                self.input_blocks.append(UNetStep(layers))
+                skip_widths.append(ch)
+            if level < len(widths) - 1:
+                self.input_blocks.append(UNetStep([Downsample(ch)]))
+                skip_widths.append(ch)
+
+        self.middle_block = UNetStep([spade_block(ch, ch), transformer(ch), spade_block(ch, ch)])
+
+        self.output_blocks = nn.ModuleList()
+        for level in reversed(range(len(widths))):
+            width = widths[level]
+            for i in range(num_res_blocks + 1):
+                layers = [spade_block(ch + skip_widths.pop(), width)]
+                ch = width
+                if 2**level in attention_resolutions:
+                    layers.append(transformer(ch))
+                if level > 0 and i == num_res_blocks:
+                    layers.append(Upsample(ch))
+                self.output_blocks.append(UNetStep(layers))
+
+        self.out = nn.Sequential(
+            UpcastGroupNorm(NORM_GROUPS, ch),
+            nn.SiLU(),
+            zero_init(nn.Conv2d(model_channels, out_channels, 3, padding=1)),
+        )
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+        """x (B, in_channels, h, w) noisy latent, h and w divisible by 2**(levels-1);
+        timesteps (B,) or scalar, int or float; context (B, num_classes, context_dim) style codes;
+        mask (B, num_classes, H, W) one-hot float at any resolution >= (h, w).
+        Returns eps (B, out_channels, h, w) in x's dtype."""
+        timesteps = self._check_inputs(x, timesteps, context, mask)
+        dtype = self.dtype
+        emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
+        h, context, mask = x.to(dtype), context.to(dtype), mask.to(dtype)
+        hard = self.config.mask_attention and is_one_hot_or_empty(mask)
+
+        skips = []
+        for step in self.input_blocks:
+            h = self._run(step, h, emb, context, mask, hard)
+            skips.append(h)
+        h = self._run(self.middle_block, h, emb, context, mask, hard)
+        for step in self.output_blocks:
+            h = self._run(step, torch.cat([h, skips.pop()], dim=1), emb, context, mask, hard)
+        return self.out(h).to(x.dtype)
+
+    def _run(self, step, h, emb, context, mask, hard):
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return self._gradient_checkpointing_func(step, h, emb, context, mask, hard)
+        return step(h, emb, context, mask, hard)
+
+    def _check_inputs(self, x, timesteps, context, mask) -> torch.Tensor:
+        """Raise InputError for inconsistent shapes; return timesteps as a (B,) tensor."""
+        cfg = self.config
+        factor = 2 ** (len(cfg.channel_mult) - 1)
+        if x.ndim != 4 or x.shape[1] != cfg.in_channels:
+            raise InputError(f"x: expected (B, {cfg.in_channels}, h, w), got {tuple(x.shape)}")
+        b, _, h, w = x.shape
+        if h % factor or w % factor:
+            raise InputError(f"x: spatial size {h}x{w} is not divisible by {factor}")
+        timesteps = torch.as_tensor(timesteps, device=x.device)
+        if timesteps.ndim == 0:
+            timesteps = timesteps.expand(b)
+        if timesteps.shape != (b,):
+            raise InputError(f"timesteps: expected shape ({b},) or a scalar, got {tuple(timesteps.shape)}")
+        tokens = cfg.num_classes if cfg.mask_attention else context.shape[1]
+        if context.ndim != 3 or tuple(context.shape) != (b, tokens, cfg.context_dim):
+            raise InputError(
+                f"context: expected ({b}, {tokens}, {cfg.context_dim}), got {tuple(context.shape)}"
+            )
+        if mask.ndim != 4 or mask.shape[:2] != (b, cfg.num_classes):
+            raise InputError(f"mask: expected ({b}, {cfg.num_classes}, H, W), got {tuple(mask.shape)}")
+        if mask.shape[2] < h or mask.shape[3] < w:
+            raise InputError(f"mask: resolution {mask.shape[2]}x{mask.shape[3]} is below the latent's {h}x{w}")
+        return timesteps

@@ -1,0 +1,208 @@
+"""SCA-DM denoiser UNet: shapes, initialisation, conditioning, and the authors' parameter layout."""
+
+import hashlib
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from scadm.errors import InputError
+from scadm.models.unet import SCADMUNet
+from scadm.nn.attention import SpatialTransformer
+from scadm.nn.resblocks import ResBlock, SPADEResBlock, UpcastGroupNorm, timestep_embedding
+from scadm.nn.spade import SPADEGroupNorm
+
+CLASSES, CTX = 5, 16
+TINY = dict(model_channels=32, channel_mult=(1, 2), num_head_channels=16, context_dim=CTX,
+            num_classes=CLASSES)
+
+# Golden layout, derived from the authors' UNetModel built on the meta device (label_emb dropped):
+# (number of tensors, sha256 of the sorted "key:AxBxC" lines, number of parameters).
+FACE_LAYOUT = (800, "0f2ef181a5ed4e4969e18df3cea956de175283d4b485e2e9290da8d52c12d3f2", 486_895_363)
+NARROW_LAYOUT = (800, "15b79018afc66edbfbcaf2faaf263ce5a0bf1c871d2bc0adee0f0a483c782017", 20_723_971)
+FACE_KEYS = {
+    "time_embed.2.weight": (896, 896),
+    "input_blocks.3.0.op.weight": (224, 224, 3, 3),
+    "input_blocks.4.0.in_layers.2.weight": (448, 224, 3, 3),
+    "input_blocks.4.0.out_layers.3.weight": (448, 448, 3, 3),
+    "input_blocks.7.1.transformer_blocks.0.attn2.to_k.weight": (672, 1280),
+    "middle_block.0.in_norm.mlp_shared.0.weight": (128, 19, 3, 3),
+    "middle_block.1.transformer_blocks.0.ff.net.0.proj.weight": (7168, 896),
+    "output_blocks.0.0.in_norm.mlp_gamma.weight": (1792, 128, 3, 3),
+    "output_blocks.0.0.skip_connection.weight": (896, 1792, 1, 1),
+    "output_blocks.2.2.conv.weight": (896, 896, 3, 3),
+    "output_blocks.11.0.out_layers.2.weight": (224, 224, 3, 3),
+    "out.2.weight": (3, 224, 3, 3),
+}
+
+
+def layout(model):
+    lines = sorted(f"{k}:{'x'.join(map(str, v.shape))}" for k, v in model.state_dict().items())
+    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    return len(lines), digest, sum(p.numel() for p in model.parameters())
+
+
+def tiny_unet(seed=0, **overrides):
+    """A tiny UNet with every parameter perturbed, so zero-initialised branches matter."""
+    torch.manual_seed(seed)
+    model = SCADMUNet(**{**TINY, **overrides}).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def inputs(h=8, w=8, scale=4, batch=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 3, h, w, generator=g)
+    t = torch.randint(0, 1000, (batch,), generator=g)
+    context = torch.tanh(torch.randn(batch, CLASSES, CTX, generator=g))
+    labels = torch.randint(0, CLASSES, (batch, h * scale, w * scale), generator=g)
+    mask = F.one_hot(labels, CLASSES).permute(0, 3, 1, 2).float()
+    return x, t, context, mask
+
+
+@pytest.fixture(scope="module")
+def unet():
+    return tiny_unet()
+
+
+@pytest.mark.parametrize("h, w, scale", [(8, 8, 4), (16, 8, 4), (16, 16, 4), (8, 8, 1), (16, 8, 1)])
+def test_forward_shapes_any_latent_size_and_mask_resolution(unet, h, w, scale):
+    x, t, context, mask = inputs(h, w, scale)
+    with torch.no_grad():
+        eps = unet(x, t, context, mask)
+    assert eps.shape == x.shape and eps.dtype == torch.float32
+    assert torch.isfinite(eps).all() and eps.abs().max() > 0
+
+
+def test_fresh_model_predicts_exactly_zero():
+    """out.2 is zero-initialised like the authors', so training starts from eps = 0."""
+    torch.manual_seed(0)
+    x, t, context, mask = inputs()
+    with torch.no_grad():
+        assert torch.equal(SCADMUNet(**TINY)(x, t, context, mask), torch.zeros_like(x))
+
+
+def test_prediction_depends_on_mask_context_and_timestep(unet):
+    x, t, context, mask = inputs()
+    with torch.no_grad():
+        eps = unet(x, t, context, mask)
+        assert not torch.allclose(eps, unet(x, t, context, mask.roll(1, dims=1)))
+        assert not torch.allclose(eps, unet(x, t, context.roll(1, dims=1), mask))
+        assert not torch.allclose(eps, unet(x, t + 1, context, mask))
+
+
+def test_unconditional_zero_context_and_zero_mask_is_finite(unet):
+    x, t, context, mask = inputs()
+    with torch.no_grad():
+        eps = unet(x, t, torch.zeros_like(context), torch.zeros_like(mask))
+    assert torch.isfinite(eps).all()
+
+
+def test_samples_in_a_batch_do_not_influence_each_other(unet):
+    """One soft mask sends the whole batch down the exact path; results must not change."""
+    x, t, context, mask = inputs()
+    soft = mask.clone()
+    soft[1] = soft[1] * 0.7
+    with torch.no_grad():
+        together = unet(x, t, context, soft)
+        alone = torch.cat([unet(x[i:i + 1], t[i:i + 1], context[i:i + 1], soft[i:i + 1]) for i in range(2)])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
+
+
+def test_scalar_timestep_broadcasts_over_batch(unet):
+    x, _, context, mask = inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(unet(x, torch.tensor(7), context, mask),
+                                   unet(x, torch.tensor([7, 7]), context, mask))
+
+
+def test_face_config_has_the_authors_layout_without_label_emb():
+    with torch.device("meta"):
+        model = SCADMUNet()
+    assert layout(model) == FACE_LAYOUT
+    state = model.state_dict()
+    assert {k: tuple(state[k].shape) for k in FACE_KEYS} == FACE_KEYS
+    assert "label_emb.weight" not in state
+    kinds = [type(m) for m in model.modules()]
+    assert (kinds.count(ResBlock), kinds.count(SPADEResBlock), kinds.count(SpatialTransformer)) == (8, 14, 16)
+
+
+def test_narrow_config_has_the_authors_layout():
+    with torch.device("meta"):
+        model = SCADMUNet(model_channels=32, num_head_channels=16)
+    assert layout(model) == NARROW_LAYOUT
+
+
+def test_plain_cross_attention_ablation_has_the_same_parameters(unet):
+    ablation = tiny_unet(mask_attention=False)
+    assert layout(ablation)[:2] == layout(unet)[:2]
+    x, t, context, mask = inputs()
+    with torch.no_grad():
+        assert torch.isfinite(ablation(x, t, context, mask)).all()
+
+
+def test_save_and_load_round_trip(unet, tmp_path):
+    unet.save_pretrained(tmp_path)
+    loaded = SCADMUNet.from_pretrained(tmp_path).eval()
+    x, t, context, mask = inputs()
+    with torch.no_grad():
+        assert torch.equal(loaded(x, t, context, mask), unet(x, t, context, mask))
+
+
+def test_gradient_checkpointing_keeps_gradients():
+    x, t, context, mask = inputs(batch=1, scale=1)
+    grads = []
+    for checkpointing in (False, True):
+        model = tiny_unet()
+        if checkpointing:
+            model.enable_gradient_checkpointing()
+        model(x, t, context, mask).square().mean().backward()
+        grads.append(model.input_blocks[1][0].in_layers[2].weight.grad)
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda x, t, c, m: (x[..., :7], t, c, m[..., :28]), "divisible"),
+    (lambda x, t, c, m: (x, t, c, m[..., ::8, ::8]), "below the latent"),
+    (lambda x, t, c, m: (x, t, c[:, :3], m), "context"),
+    (lambda x, t, c, m: (x, t[:1], c, m), "timesteps"),
+    (lambda x, t, c, m: (x, t, c, m[:, :3]), "mask"),
+])
+def test_bad_inputs_raise_input_error(unet, change, message):
+    with pytest.raises(InputError, match=message):
+        unet(*change(*inputs()))
+
+
+def test_timestep_embedding_is_cos_then_sin_in_float32():
+    emb = timestep_embedding(torch.tensor([0, 500]), 7)
+    assert emb.dtype == torch.float32 and emb.shape == (2, 7)
+    freqs = [math.exp(-math.log(10_000) * i / 3) for i in range(3)]
+    expected = [math.cos(500 * f) for f in freqs] + [math.sin(500 * f) for f in freqs] + [0.0]
+    torch.testing.assert_close(emb[1], torch.tensor(expected), atol=1e-4, rtol=0)
+    assert emb[0].tolist() == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_resblock_norm_runs_in_float32_for_low_precision_inputs():
+    norm = UpcastGroupNorm(32, 64)
+    x = torch.randn(2, 64, 4, 4).to(torch.bfloat16)
+    out = norm(x)
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, F.group_norm(x.float(), 32, norm.weight, norm.bias).to(torch.bfloat16))
+
+
+def test_spade_modulates_with_mask_resized_by_nearest():
+    torch.manual_seed(0)
+    spade = SPADEGroupNorm(32, CLASSES, hidden_channels=8)
+    x = torch.randn(1, 32, 4, 4)
+    mask = inputs(4, 4, scale=4, batch=1)[3]
+    hidden = spade.mlp_shared(mask[:, :, ::4, ::4])
+    expected = F.group_norm(x, 32) * (1 + spade.mlp_gamma(hidden)) + spade.mlp_beta(hidden)
+    torch.testing.assert_close(spade(x, mask), expected)
+
+
+def test_widths_that_do_not_split_into_heads_are_rejected():
+    with pytest.raises(InputError, match="num_head_channels"):
+        SCADMUNet(**{**TINY, "num_head_channels": 24})
