@@ -1,0 +1,264 @@
+"""Classifier-free guidance (paper Eq. 4) and the samplers, on the authors' schedule.
+
+Samplers run over the denoiser contract `eps_fn(x_t, t) -> eps` (k-diffusion's `CompVisDenoiser`
+idea): `t` is an int64 tensor (B,) of 0-indexed training timesteps and eps is shaped like `x_t`;
+the UNet enters only through `guided_eps_fn`. All walk the authors' grid (`ddim_timesteps`) over
+their float32 `alphas_cumprod` (`scadm.schedule.NoiseSchedule`):
+
+* "ddim": our own DDIM (Song et al. 2021), the authors' `DDIMSampler` step for step; ends at
+  alpha_bar_0 = 0.9985, as theirs does.
+* "ddpm": ancestral sampling with the full posterior q(x_{t-1} | x_t, x_0) (Ho et al. 2020, Eq. 6-7)
+  via diffusers' `DDPMScheduler`; its last step lands on alpha_bar = 1 (the clean sample).
+* "dpm++": DPM-Solver++(2M) (Lu et al. 2022) via diffusers' `DPMSolverMultistepScheduler`; ends at
+  alpha_bar_0, as DDIM does (at order 1 it is DDIM).
+"""
+
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, SchedulerMixin
+from tqdm.auto import tqdm
+
+from scadm.errors import InputError
+from scadm.schedule import NUM_TRAIN_TIMESTEPS, NoiseSchedule
+
+EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Progress = bool | Callable[[int, int], None]  # tqdm on/off, or a callback(steps_done, total)
+
+SAMPLERS = ("ddim", "ddpm", "dpm++")
+GUIDANCE_SCALE = 1.2  # the paper's "s = 1.2" in the code's convention (see `guide`)
+
+
+def randn(
+    shape: Sequence[int],
+    generators: Sequence[torch.Generator] | None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Standard normal noise, row i drawn from `generators[i]` (on its own device), then moved.
+
+    A sample then depends on its own seed only, not on the batch it shares or on the device. With
+    `generators=None` the global RNG is used.
+    """
+    if generators is None:
+        return torch.randn(tuple(shape), device=device, dtype=dtype)
+    if len(generators) != shape[0]:
+        raise InputError(f"generators: need one per batch item ({shape[0]}), got {len(generators)}")
+    row = (1, *shape[1:])
+    rows = [torch.randn(row, generator=g, device=g.device, dtype=dtype) for g in generators]
+    return torch.cat(rows).to(device)
+
+
+def guide(eps_u: torch.Tensor, eps_c: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """eps = eps_u + g (eps_c - eps_u): classifier-free guidance (Ho & Salimans 2021; paper Eq. 4).
+
+    `g` has the authors' CODE meaning (their `unconditional_guidance_scale`): g = 1 is the plain
+    conditional model, g = 0 the unconditional one. The paper's Eq. 4 read literally is
+    eps_c + s (eps_c - eps_u) = eps_u + (1 + s)(eps_c - eps_u), i.e. g = 1 + s; but the authors' demo
+    passes its slider "s" (minimum 1 = no guidance) straight to the code scale, so the paper's
+    "s = 1.2" is g = 1.2 and Eq. 4 is off by one. Hence the default `GUIDANCE_SCALE = 1.2`.
+    """
+    return eps_u + guidance_scale * (eps_c - eps_u)
+
+
+def guided_eps_fn(
+    unet: Callable[..., torch.Tensor],
+    cond: tuple[torch.Tensor, torch.Tensor],
+    uncond: tuple[torch.Tensor, torch.Tensor] | None = None,
+    guidance_scale: float = GUIDANCE_SCALE,
+) -> EpsFn:
+    """The denoiser `eps_fn(x_t, t)` of `unet(x, t, context, mask) -> eps` under guidance (Eq. 4).
+
+    `cond` and `uncond` are (context (B, C, L*D), mask (B, C, H, W)) pairs. For g != 1 the
+    unconditional and conditional inputs go through the UNet as ONE batch of 2B, unconditional
+    first (the authors' order), and are combined by `guide`. For g == 1 only the conditional pass
+    runs (batch B) and `uncond` may be None.
+    """
+    context, mask = cond
+    if guidance_scale == 1:
+        return lambda x, t: unet(x, t, context, mask)
+    if uncond is None:
+        raise InputError("uncond: needed when guidance_scale != 1")
+    if uncond[0].shape != context.shape or uncond[1].shape != mask.shape:
+        raise InputError("uncond: context and mask must have the shapes of cond's")
+    contexts = torch.cat([uncond[0], context])  # (2B, C, L*D)
+    masks = torch.cat([uncond[1], mask])  # (2B, C, H, W)
+
+    def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        eps_u, eps_c = unet(torch.cat([x, x]), torch.cat([t, t]), contexts, masks).chunk(2)
+        return guide(eps_u, eps_c, guidance_scale)
+
+    return eps_fn
+
+
+def ddim_timesteps(num_steps: int, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> list[int]:
+    """The authors' "uniform" grid, ascending: every (T // S)-th timestep, starting at t = 1.
+
+    Theirs is `range(0, T, T // S) + 1`. That runs MORE than S steps when S does not divide T
+    (S = 60 runs 63) and, whenever 999 is a multiple of T // S (S = 3, 9, 27, 36, 37, 101-111,
+    251-333, 501-1000), ends with t = T, which indexes past `alphas_cumprod` and crashes. We keep
+    their grid and drop that one out-of-range step: `range(1, T, T // S)`. This is identical to
+    theirs wherever theirs runs, runs len(range(1, T, T // S)) steps (S = 101 runs 111, S = 1000
+    runs 999, t = 999..1), and always starts within T // S of t = T - 1.
+    """
+    if not 1 <= num_steps <= num_train_timesteps:
+        raise InputError(f"num_steps: must be in 1..{num_train_timesteps}, got {num_steps}")
+    return list(range(1, num_train_timesteps, num_train_timesteps // num_steps))
+
+
+def ddim_sigmas(a_t: torch.Tensor, a_prev: torch.Tensor, eta: float) -> torch.Tensor:
+    """sigma = eta sqrt((1 - a_prev) / (1 - a_t)) sqrt(1 - a_t / a_prev) (Song et al. 2021, Eq. 16).
+
+    From float32 alpha_bars, in float64 except for 1 / (1 - a_t), which the authors' code computes
+    in float32 (a side effect of dividing a NumPy array by a tensor); kept, so that sigma equals
+    theirs bit for bit (for two or more steps). Returned in float32.
+    """
+    inv_1ma = (1 - a_t).reciprocal().double()
+    a_t, a_prev = a_t.double(), a_prev.double()
+    return (eta * torch.sqrt(inv_1ma * (1 - a_prev) * (1 - a_t / a_prev))).float()
+
+
+def _steps(items: list, progress: Progress, desc: str) -> Iterable:
+    if callable(progress):
+        for i, item in enumerate(items):
+            yield item
+            progress(i + 1, len(items))
+    else:
+        yield from tqdm(items, desc=desc, disable=not progress, leave=False)
+
+
+def _sqrt32(v: torch.Tensor) -> torch.Tensor:
+    """Correctly rounded float32 sqrt, as NumPy and CUDA give it (PyTorch's CPU kernel may be 1 ulp off)."""
+    return v.double().sqrt().float()
+
+
+@torch.no_grad()
+def sample_ddim(
+    eps_fn: EpsFn,
+    x_T: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    timesteps: Sequence[int],
+    *,
+    eta: float = 0.0,
+    generators: Sequence[torch.Generator] | None = None,
+    progress: Progress = False,
+) -> torch.Tensor:
+    """DDIM (Song et al. 2021, Eq. 12) over `timesteps` (ascending), walked from the top down.
+
+    As the authors' `DDIMSampler` run on a GPU, to the bit: float32 coefficients from the float32
+    `alphas_cumprod`, no clipping, and the last step goes to alpha_bar_0 (not 1), so the result keeps
+    the noise level of t = 0. For eta > 0 each step's fresh noise comes from `generators` (one per
+    sample; see `randn`).
+    """
+    t = torch.tensor(list(timesteps))
+    a_t = alphas_cumprod.cpu()[t]
+    a_prev = alphas_cumprod.cpu()[torch.cat([t.new_zeros(1), t[:-1]])]  # the t=1 step lands on abar_0
+    sigma = ddim_sigmas(a_t, a_prev, eta)
+    coefs = torch.stack([  # (steps, 5) float32, one row per step
+        _sqrt32(a_t), _sqrt32(1 - a_t), _sqrt32(a_prev), _sqrt32(1 - a_prev - sigma**2), sigma
+    ], dim=1)
+    x = x_T
+    for i in _steps(list(reversed(range(len(t)))), progress, "DDIM"):
+        sqrt_a, sqrt_1ma, sqrt_ap, sqrt_dir, s = coefs[i].to(x.device)
+        eps = eps_fn(x, torch.full((x.shape[0],), int(t[i]), device=x.device))
+        x0 = (x - sqrt_1ma * eps) / sqrt_a  # "predicted x_0"
+        x = sqrt_ap * x0 + sqrt_dir * eps  # + "direction pointing to x_t"
+        if eta > 0:
+            x = x + s * randn(x.shape, generators, x.device, x.dtype)  # + "random noise"
+    return x
+
+
+def make_scheduler(schedule: NoiseSchedule, sampler: str, **config) -> SchedulerMixin:
+    """The diffusers scheduler of `sampler` ("ddpm" or "dpm++") on the authors' schedule exactly.
+
+    Same betas ("scaled_linear" is diffusers' name for LDM's sqrt-spaced schedule), then the
+    float32 cumulative product replaced by ours: diffusers computes it in float32 (up to ~15 ulp
+    off), and every step coefficient (DPM-Solver++'s sigmas included) is derived from it in
+    `set_timesteps`. `config` overrides any other setting (e.g. `solver_order=1`).
+    """
+    base = dict(
+        num_train_timesteps=schedule.num_train_timesteps,
+        beta_start=schedule.linear_start,
+        beta_end=schedule.linear_end,
+        beta_schedule="scaled_linear",
+        prediction_type="epsilon",
+        timestep_spacing="leading",
+        steps_offset=1,
+    )
+    if sampler == "ddpm":  # "fixed_small": the posterior variance tilde-beta (Ho et al. Eq. 7)
+        scheduler = DDPMScheduler(**{**base, "variance_type": "fixed_small", "clip_sample": False, **config})
+    elif sampler == "dpm++":  # "sigma_min": the last step lands on alpha_bar_0, where DDIM ends
+        options = dict(algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="sigma_min")
+        scheduler = DPMSolverMultistepScheduler(**{**base, **options, **config})
+    else:
+        raise InputError(f"sampler: no diffusers scheduler for {sampler!r}; use 'ddpm' or 'dpm++'")
+    scheduler.alphas_cumprod = schedule.alphas_cumprod.clone()
+    return scheduler
+
+
+@torch.no_grad()
+def sample_scheduler(
+    eps_fn: EpsFn,
+    x_T: torch.Tensor,
+    scheduler: SchedulerMixin,
+    timesteps: Sequence[int],
+    *,
+    generators: Sequence[torch.Generator] | None = None,
+    progress: Progress = False,
+) -> torch.Tensor:
+    """Run a diffusers scheduler over `timesteps` (ascending; given to it as its custom grid).
+
+    The grid is passed explicitly because diffusers' own "leading" spacing differs from the
+    authors': DDPMScheduler has their stride but S steps exactly and crashes at S = 1000 with
+    `steps_offset=1`; DPMSolverMultistepScheduler uses stride T // (S + 1).
+    """
+    scheduler.set_timesteps(timesteps=sorted(timesteps, reverse=True))
+    noise_generators = list(generators) if generators is not None else None
+    x = x_T
+    for t in _steps(scheduler.timesteps.tolist(), progress, type(scheduler).__name__):
+        eps = eps_fn(x, torch.full((x.shape[0],), t, device=x.device))
+        x = scheduler.step(eps, t, x, generator=noise_generators).prev_sample
+    return x
+
+
+def _check(x_T: torch.Tensor, sampler: str, eta: float, generators: Sequence[torch.Generator] | None) -> None:
+    if sampler not in SAMPLERS:
+        raise InputError(f"sampler: expected one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    if not eta >= 0:
+        raise InputError(f"eta: must be >= 0, got {eta}")
+    if generators is not None and len(generators) != x_T.shape[0]:
+        raise InputError(f"generators: need one per batch item ({x_T.shape[0]}), got {len(generators)}")
+
+
+def sample(
+    eps_fn: EpsFn,
+    x_T: torch.Tensor,
+    schedule: NoiseSchedule,
+    *,
+    sampler: str = "ddim",
+    num_steps: int = 50,
+    eta: float = 0.0,
+    generators: Sequence[torch.Generator] | None = None,
+    progress: Progress = False,
+) -> torch.Tensor:
+    """Denoise `x_T` into a sample with one of `SAMPLERS` on the authors' grid (`ddim_timesteps`).
+
+    `num_steps` is the authors' S (it sets the stride T // S, so a few more model calls may run).
+    `eta` is DDIM's (0: deterministic, 1: DDPM-like noise); "ddpm" and "dpm++" ignore it.
+    `generators` (one per sample, as used to draw `x_T`) feed the stochastic samplers, so a sample
+    depends on its own seed only. `progress`: True for a tqdm bar, or a callback(steps_done, total).
+
+    >>> schedule = NoiseSchedule()
+    >>> gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
+    >>> x_T = randn((2, 3, 8, 8), gens)
+    >>> x_0 = sample(lambda x, t: torch.zeros_like(x), x_T, schedule, num_steps=10)
+    >>> x_0.shape
+    torch.Size([2, 3, 8, 8])
+    """
+    _check(x_T, sampler, eta, generators)
+    timesteps = ddim_timesteps(num_steps, schedule.num_train_timesteps)
+    if sampler == "ddim":
+        return sample_ddim(eps_fn, x_T, schedule.alphas_cumprod, timesteps,
+                           eta=eta, generators=generators, progress=progress)
+    scheduler = make_scheduler(schedule, sampler)
+    return sample_scheduler(eps_fn, x_T, scheduler, timesteps, generators=generators, progress=progress)

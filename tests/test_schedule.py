@@ -1,0 +1,44 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from scadm.schedule import NoiseSchedule
+
+T = 1000
+SCHEDULE = NoiseSchedule()
+
+
+def closed_form_alphas_cumprod64() -> np.ndarray:
+    """The paper's Eq. 3 over the authors' betas, in NumPy float64."""
+    betas = np.linspace(math.sqrt(0.0015), math.sqrt(0.0195), T, dtype=np.float64) ** 2
+    return np.cumprod(1.0 - betas)
+
+
+def test_alphas_cumprod_equals_float64_closed_form_rounded_to_float32():
+    ac64 = closed_form_alphas_cumprod64()
+    assert SCHEDULE.alphas_cumprod.dtype == torch.float32
+    assert torch.equal(SCHEDULE.alphas_cumprod, torch.from_numpy(ac64.astype(np.float32)))
+    assert torch.equal(SCHEDULE.sqrt_alphas_cumprod, torch.from_numpy(np.sqrt(ac64).astype(np.float32)))
+    assert torch.equal(
+        SCHEDULE.sqrt_one_minus_alphas_cumprod, torch.from_numpy(np.sqrt(1 - ac64).astype(np.float32))
+    )
+    assert SCHEDULE.alphas_cumprod[0].item() == pytest.approx(0.9985)
+    assert SCHEDULE.alphas_cumprod[-1].item() == pytest.approx(1.42e-4, rel=0.01)
+
+
+def test_q_sample_is_eq3():
+    ac64 = closed_form_alphas_cumprod64()
+    x0 = torch.randn(3, 2, 4, 4)
+    noise = torch.randn(3, 2, 4, 4)
+    t = torch.tensor([0, 500, 999])
+    a = torch.from_numpy(ac64[t.numpy()]).view(-1, 1, 1, 1)
+    expected = a.sqrt() * x0.double() + (1 - a).sqrt() * noise.double()
+    torch.testing.assert_close(SCHEDULE.q_sample(x0, t, noise).double(), expected, rtol=0, atol=1e-6)
+
+
+def test_schedule_config_round_trips_through_a_dict():
+    d = SCHEDULE.to_dict()
+    assert d == {"num_train_timesteps": 1000, "linear_start": 0.0015, "linear_end": 0.0195}
+    assert NoiseSchedule(**d) == SCHEDULE
