@@ -1,0 +1,226 @@
+"""`scadm` command line: parse, call the library, print. Errors become one line on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .editing import EDIT_MODES
+from .errors import ScadmError
+
+
+
+def _add_render_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("rendering")
+    g.add_argument("--model", required=True, help="pipeline folder (from `scadm convert` or training)")
+    g.add_argument("--steps", type=int, default=50, help="sampler steps (default 50)")
+    g.add_argument("--guidance", type=float, default=1.2,
+                   help="classifier-free guidance g: eps_u + g(eps_c - eps_u); 1 = off (default 1.2, the paper's s)")
+    g.add_argument("--sampler", default="ddim", help="ddim | ddpm | dpm++ (default ddim)")
+    g.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 DDPM-like noise")
+    g.add_argument("--seed", type=int, default=0, help="seed of the first sample; sample i uses seed+i")
+    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    g.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="network precision")
+    g.add_argument("--out", default="out", help="output folder (default ./out)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scadm",
+        description="Controllable face synthesis and editing with semantic latent diffusion (SCA-DM). "
+                    "Inputs are an RGB image and its semantic mask: a label PNG (pixel = class index) "
+                    "or a CelebAMask-HQ colour PNG.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="run every edit end to end on a tiny built-in model and save a figure",
+                       description="Build a tiny randomly initialised pipeline, run reconstruction, swaps, "
+                                   "random parts, noise-based generation and interpolation on a drawn face "
+                                   "mask, and save a labelled figure. Random weights: it shows the "
+                                   "machinery, not a trained model's quality.")
+    p.add_argument("--out", default="out/demo", help="output folder (default ./out/demo)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_demo)
+
+    p = sub.add_parser("sample", help="generate faces for one or more masks (random or from a reference)",
+                       description="Noise-based generation: every part of each mask gets a random style, "
+                                   "or the styles of --reference when given.")
+    p.add_argument("masks", nargs="+", help="mask PNG(s): label or CelebAMask-HQ colour")
+    p.add_argument("--num", type=int, default=4, help="samples per mask (default 4)")
+    p.add_argument("--reference", help="reference image whose styles to use (total swap)")
+    p.add_argument("--reference-mask", help="the reference's mask")
+    _add_render_options(p)
+    p.set_defaults(func=_sample)
+
+    p = sub.add_parser("edit", help="reconstruct, swap, mix or interpolate the styles of a face",
+                       description="Edit a target face. Modes:\n" + "\n".join(
+                           f"  {k:12s} {v}" for k, v in EDIT_MODES.items()),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--image", required=True, help="target RGB image")
+    p.add_argument("--mask", required=True, help="target mask")
+    p.add_argument("--mode", default="reconstruct", choices=tuple(EDIT_MODES))
+    p.add_argument("--reference", help="reference RGB image (swap, partial, mix, interpolate)")
+    p.add_argument("--reference-mask", help="the reference's mask")
+    p.add_argument("--parts", help="classes to edit, e.g. hair,l_eye or eyes,lips (names, aliases or indices)")
+    p.add_argument("--edited-mask", help="render on this (user-edited) mask instead of --mask")
+    p.add_argument("--alphas", default="0,0.25,0.5,0.75,1", help="interpolation weights (interpolate)")
+    p.add_argument("--num", type=int, default=1, help="samples (different seeds) per result")
+    _add_render_options(p)
+    p.set_defaults(func=_edit)
+
+    p = sub.add_parser("convert", help="import the authors' SCA-DM checkpoint into a scadm model folder",
+                       description="Convert the authors' YAML config + Lightning checkpoint (and/or CompVis's "
+                                   "vq-f4 model.ckpt) into a scadm pipeline folder. No pickled code is run.")
+    p.add_argument("--config", required=True,
+                   help="the authors' YAML, e.g. configs/latent-diffusion/diffusion-sem-with_uc-mask-attn.yaml")
+    p.add_argument("--ckpt", help="the authors' checkpoint (.ckpt or .safetensors)")
+    p.add_argument("--vq-ckpt", help="CompVis vq-f4 model.ckpt (overrides first_stage_model.* of --ckpt)")
+    p.add_argument("--weights", default="ema", choices=("ema", "raw"),
+                   help="UNet weights: ema (their FID numbers) or raw (their demo); default ema")
+    p.add_argument("--out", required=True, help="output pipeline folder")
+    p.set_defaults(func=_convert)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except ScadmError as err:
+        print(f"scadm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"scadm {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+# ---------------------------------------------------------------- commands
+
+
+def _demo(args) -> int:
+    from .demo import run_demo
+
+    figure = run_demo(Path(args.out), seed=args.seed)
+    print(f"wrote {figure}")
+    return 0
+
+
+def _convert(args) -> int:
+    from .convert import convert
+
+    pipe = convert(args.config, args.ckpt, args.vq_ckpt, weights=args.weights)
+    pipe.save_pretrained(args.out)
+    n = sum(p.numel() for m in pipe.models() for p in m.parameters())
+    print(f"wrote {args.out}: {n:,} parameters, UNet weights: {args.weights}")
+    return 0
+
+
+def _load_pipeline(args):
+    import torch
+
+    from .pipeline import SCADMPipeline
+
+    if args.steps < 1:
+        raise ScadmError(f"--steps must be >= 1, got {args.steps}")
+    if args.num < 1:
+        raise ScadmError(f"--num must be >= 1, got {args.num}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ScadmError(f"--device {args.device}: CUDA is not available on this machine")
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    return SCADMPipeline.from_pretrained(args.model, device=args.device, dtype=dtype)
+
+
+def _render(pipe, labels, code, args, num=1):
+    """`num` samples per code (seeds args.seed, args.seed+1, ...), as a list of rows."""
+    rows = []
+    for i in range(num):
+        seed = args.seed + i * len(code)
+        images = pipe(labels.expand(len(code), -1, -1), code, num_inference_steps=args.steps,
+                      guidance_scale=args.guidance, sampler=args.sampler, eta=args.eta,
+                      seed=seed, progress=True)
+        rows.append(list(images))
+    return rows
+
+
+def _read_face(pipe, image_path, mask_path, flag):
+    from .io import read_pair
+
+    if not image_path or not mask_path:
+        raise ScadmError(f"{flag} and {flag}-mask go together: give both")
+    image, labels = read_pair(image_path, mask_path, pipe.label_set, size=pipe.image_size)
+    return image[None], labels[None]
+
+
+def _sample(args) -> int:
+    from .io import mask_to_rgb, read_mask, save_grid, save_image
+
+    pipe = _load_pipeline(args)
+    reference = None
+    if args.reference or args.reference_mask:
+        reference = pipe.encode_style(*_read_face(pipe, args.reference, args.reference_mask, "--reference"))
+    out = Path(args.out)
+    for mask_path in args.masks:
+        labels = read_mask(mask_path, pipe.label_set, size=pipe.image_size)[None]
+        code = reference if reference is not None else pipe.blank_style(labels)
+        rows = _render(pipe, labels, code, args, num=args.num)
+        images = [row[0] for row in rows]
+        stem = Path(mask_path).stem
+        for i, image in enumerate(images):
+            save_image(image, out / f"{stem}_seed{args.seed + i}.png")
+        grid = out / f"{stem}_grid.png"
+        save_grid([[mask_to_rgb(labels[0], pipe.label_set)] + images], grid,
+                  col_labels=["mask"] + [f"seed {args.seed + i}" for i in range(len(images))],
+                  title=f"{stem}: {'reference style' if reference is not None else 'random style'}, "
+                        f"{args.sampler} {args.steps} steps, g={args.guidance:g}")
+        print(f"{mask_path}: wrote {len(images)} samples and {grid}")
+    return 0
+
+
+def _edit(args) -> int:
+    from .editing import absent_parts, edit_codes
+    from .io import mask_to_rgb, read_mask, save_grid, save_image
+
+    pipe = _load_pipeline(args)
+    image, labels = _read_face(pipe, args.image, args.mask, "--image")
+    target = pipe.encode_style(image, labels)
+    reference = ref_image = ref_labels = None
+    if args.reference or args.reference_mask:
+        ref_image, ref_labels = _read_face(pipe, args.reference, args.reference_mask, "--reference")
+        reference = pipe.encode_style(ref_image, ref_labels)
+    parts = pipe.label_set.parse_parts(args.parts) if args.parts else None
+    try:
+        alphas = [float(a) for a in args.alphas.split(",")]
+    except ValueError:
+        raise ScadmError(f"--alphas must be comma-separated numbers, got {args.alphas!r}") from None
+    code, captions = edit_codes(args.mode, target, reference, parts, alphas)
+    if reference is not None and parts and args.mode in ("partial", "interpolate"):
+        missing = absent_parts(reference, parts)
+        if missing:
+            names = ", ".join(pipe.label_set.names[p] for p in missing)
+            print(f"note: the reference has no {names}; those parts get the encoder's absent-class style")
+    if args.edited_mask:
+        labels = read_mask(args.edited_mask, pipe.label_set, size=pipe.image_size)[None]
+
+    rows = _render(pipe, labels, code, args, num=args.num)
+    out = Path(args.out)
+    stem = f"{Path(args.image).stem}_{args.mode}"
+    for r, row in enumerate(rows):
+        for c, result in enumerate(row):
+            save_image(result, out / f"{stem}_{c}_seed{args.seed + r * len(code) + c}.png")
+    inputs = [image[0], mask_to_rgb(labels[0], pipe.label_set)]
+    names = ["target", "mask" + (" (edited)" if args.edited_mask else "")]
+    if ref_image is not None:
+        inputs += [ref_image[0]]
+        names += ["reference"]
+    grid = out / f"{stem}_grid.png"
+    title = f"{args.mode}" + (f" of {args.parts}" if parts else "") + \
+        f" - {args.sampler} {args.steps} steps, g={args.guidance:g}, seed {args.seed}"
+    save_grid([inputs] + rows, grid, col_labels=None,
+              row_labels=["inputs"] + [f"seed {args.seed + r * len(code)}" for r in range(len(rows))],
+              title=title + " | " + ", ".join(names) + " | " + ", ".join(captions))
+    print(f"wrote {len(code) * len(rows)} images and {grid}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

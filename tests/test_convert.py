@@ -1,0 +1,124 @@
+import pytest
+import torch
+
+from authors_layout import authors_checkpoint, authors_yaml, ldm_vq_state
+from scadm.convert import convert, load_checkpoint, read_authors_config, vq_from_ldm
+from scadm.errors import CheckpointError, InputError
+from scadm.models.autoencoder import vq_f4
+
+
+@pytest.fixture()
+def authors_files(tiny_pipe, tmp_path):
+    config = tmp_path / "diffusion-sem-with_uc-mask-attn.yaml"
+    config.write_text(authors_yaml(tiny_pipe))
+    ckpt = tmp_path / "last.ckpt"
+    torch.save(authors_checkpoint(tiny_pipe, ema_offset=0.5), ckpt)
+    return config, ckpt
+
+
+def test_face_config_is_read_like_the_authors_yaml(tiny_pipe, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(authors_yaml(tiny_pipe))
+    cfg = read_authors_config(config)
+    assert cfg["unet"]["model_channels"] == tiny_pipe.unet.config.model_channels
+    assert cfg["unet"]["mask_attention"] is True
+    assert cfg["style_encoder"]["num_classes"] == 19
+    assert cfg["vqvae"]["block_out_channels"] == tuple(tiny_pipe.vqvae.config.block_out_channels)
+    assert cfg["schedule"] == {"num_train_timesteps": 1000, "linear_start": 0.0015, "linear_end": 0.0195}
+
+
+@pytest.mark.parametrize("weights", ["raw", "ema"])
+def test_convert_round_trip_recovers_every_tensor(tiny_pipe, authors_files, weights):
+    config, ckpt = authors_files
+    pipe = convert(config, ckpt, weights=weights)
+    offset = 0.5 if weights == "ema" else 0.0
+    for k, v in tiny_pipe.unet.state_dict().items():
+        torch.testing.assert_close(pipe.unet.state_dict()[k], v + offset, rtol=0, atol=0)
+    for ours, theirs in [(pipe.style_encoder, tiny_pipe.style_encoder), (pipe.vqvae, tiny_pipe.vqvae)]:
+        for k, v in theirs.state_dict().items():
+            assert torch.equal(ours.state_dict()[k], v), k
+    assert pipe.unconditional == "zero"  # what the authors' sampler feeds the unconditional branch
+
+
+def test_converted_pipeline_renders_like_the_original(tiny_pipe, authors_files):
+    config, ckpt = authors_files
+    pipe = convert(config, ckpt, weights="raw")
+    pipe.unconditional = tiny_pipe.unconditional
+    from scadm.demo import drawn_face
+
+    image, labels = drawn_face(seed=3)
+    a = tiny_pipe(labels[None], tiny_pipe.encode_style(image[None], labels[None]), num_inference_steps=3)
+    b = pipe(labels[None], pipe.encode_style(image[None], labels[None]), num_inference_steps=3)
+    assert torch.equal(a, b)
+
+
+def test_vq_key_mapping_is_a_bijection_on_the_face_config():
+    with torch.device("meta"):
+        vq = vq_f4()
+    ldm = ldm_vq_state(vq)
+    assert len(ldm) == 205
+    assert "decoder.up.0.block.2.conv1.weight" in ldm and "encoder.mid.attn_1.q.weight" in ldm
+    back = vq_from_ldm(ldm, levels=3)
+    assert set(back) == set(vq.state_dict())
+    assert all(back[k].shape == v.shape for k, v in vq.state_dict().items())
+
+
+def test_ldm_vq_training_losses_are_dropped():
+    with torch.device("meta"):
+        vq = vq_f4(block_out_channels=(32, 32, 32))
+    ldm = ldm_vq_state(vq)
+    ldm["loss.discriminator.main.0.weight"] = torch.zeros(1)
+    assert not any(k.startswith("loss.") for k in vq_from_ldm(ldm, levels=3))
+
+
+def test_partial_checkpoint_lists_missing_keys(tiny_pipe, authors_files, tmp_path):
+    config, ckpt = authors_files
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    del state["cond_stage_model.Encoder.first_layer.0.weight"]
+    state["cond_stage_model.bogus"] = torch.zeros(1)
+    bad = tmp_path / "partial.ckpt"
+    torch.save({"state_dict": state}, bad)
+    with pytest.raises(CheckpointError, match=r"style encoder.*1 missing: Encoder\.first_layer\.0\.weight.*1 unexpected: bogus"):
+        convert(config, bad, weights="raw")
+
+
+def test_checkpoint_of_another_model_is_refused(tiny_pipe, authors_files, tmp_path):
+    config, _ = authors_files
+    other = tmp_path / "resnet.ckpt"
+    torch.save({"state_dict": {"fc.weight": torch.zeros(2, 2)}}, other)
+    with pytest.raises(CheckpointError, match="not an SCA-DM/LDM checkpoint"):
+        convert(config, other)
+
+
+def test_ema_missing_is_explained(tiny_pipe, authors_files, tmp_path):
+    config, ckpt = authors_files
+    state = {k: v for k, v in torch.load(ckpt, weights_only=True)["state_dict"].items()
+             if not k.startswith("model_ema.")}
+    raw_only = tmp_path / "raw.ckpt"
+    torch.save({"state_dict": state}, raw_only)
+    with pytest.raises(CheckpointError, match="--weights raw"):
+        convert(config, raw_only, weights="ema")
+
+
+def test_pickled_code_is_never_run(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('pwned')",))
+
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "x": Payload()}, evil)
+    with pytest.raises(CheckpointError, match="weights-only"):
+        load_checkpoint(evil)
+
+
+def test_corrupt_and_missing_files(tmp_path, tiny_pipe):
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.ckpt"):
+        load_checkpoint(junk)
+    with pytest.raises(InputError, match="not found"):
+        load_checkpoint(tmp_path / "nope.ckpt")
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("model:\n  target: something.Else\n")
+    with pytest.raises(InputError, match="expected 'ldm.models.diffusion.ddpm.LatentDiffusion'"):
+        read_authors_config(bad_yaml)
