@@ -137,14 +137,40 @@ def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(
-            f"{path}: cannot be read as a weights-only checkpoint ({first_line[:200]})"
-        ) from None
+        obj = _load_with_lightning_stubs(path, err)
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: holds no state_dict of tensors")
     return state
+
+
+#: Training-state classes that Lightning pickles into checkpoints (e.g. PL 1.4 keys `callbacks` by the
+#: callback class). They are replaced by empty stand-ins: referenced, never imported or run.
+STUBBABLE_MODULES = ("pytorch_lightning.", "lightning.", "lightning_fabric.", "omegaconf.")
+
+
+def _stub(qualified_name: str) -> type:
+    module, _, name = qualified_name.rpartition(".")
+    return type(name, (), {"__module__": module, "__qualname__": name})
+
+
+def _load_with_lightning_stubs(path: Path, err: Exception) -> dict:
+    """Retry a weights-only load with stand-ins for Lightning's own classes; refuse anything else."""
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:
+        unsafe = []
+    if unsafe and all(name.startswith(STUBBABLE_MODULES) for name in unsafe):
+        with torch.serialization.safe_globals([_stub(name) for name in unsafe]):
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as retry_err:
+                err = retry_err
+    if unsafe:
+        raise CheckpointError(f"{path}: refers to code scadm will not run ({', '.join(unsafe[:5])}); "
+                              "re-save its state_dict with torch.save or as .safetensors") from None
+    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    raise CheckpointError(f"{path}: cannot be read as a weights-only checkpoint ({first_line[:200]})") from None
 
 
 def _strip(state: dict, prefix: str) -> dict[str, torch.Tensor]:
@@ -215,7 +241,7 @@ def convert(config_path, ckpt_path=None, vq_ckpt_path=None, weights: str = "ema"
     `weights`: "ema" (the UNet EMA their FID numbers come from) or "raw" (what their demo used).
     `vq_ckpt_path`: CompVis's vq-f4 `model.ckpt`, used when given (else `first_stage_model.*`).
     """
-    from .labels import CELEBAMASK_HQ
+    from .labels import CELEBAMASK_HQ, NUM_CLASSES, label_set_from_config
     from .pipeline import SCADMPipeline
 
     if weights not in ("ema", "raw"):
@@ -223,6 +249,7 @@ def convert(config_path, ckpt_path=None, vq_ckpt_path=None, weights: str = "ema"
     if ckpt_path is None and vq_ckpt_path is None:
         raise InputError("give --ckpt (the authors' checkpoint) and/or --vq-ckpt (CompVis vq-f4)")
     cfg = read_authors_config(config_path)
+    num_classes = cfg["unet"]["num_classes"]  # 19 = CelebAMask-HQ; other datasets get generic names
     unet = SCADMUNet(**cfg["unet"])
     style_encoder = StyleEncoder(**cfg["style_encoder"])
     vqvae = vq_f4(**cfg["vqvae"])
@@ -261,7 +288,8 @@ def convert(config_path, ckpt_path=None, vq_ckpt_path=None, weights: str = "ema"
         style_encoder=style_encoder,
         vqvae=vqvae,
         schedule=NoiseSchedule(**cfg["schedule"]),
-        label_set=CELEBAMASK_HQ,
+        label_set=CELEBAMASK_HQ if num_classes == NUM_CLASSES else
+        label_set_from_config([f"class_{i}" for i in range(num_classes)]),
         image_size=cfg["image_size"],
         unconditional="zero",
     )
