@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from scadm.demo import tiny_pipeline
+from tiny_models import tiny_pipeline
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ from PIL import Image
 
 from authors_layout import authors_checkpoint, authors_yaml
 from scadm.cli import main
-from scadm.demo import drawn_face
+from tiny_models import face
 from scadm.io import save_image, save_mask
 from scadm.labels import CELEBAMASK_HQ
 
@@ -18,10 +18,10 @@ def converted(tmp_path_factory, tiny_pipe):
     assert main(["convert", "--config", str(root / "authors.yaml"), "--ckpt", str(root / "authors.ckpt"),
                  "--out", str(root / "model")]) == 0
     for name, seed in (("target", 1), ("reference", 2)):
-        image, labels = drawn_face(seed=seed)
+        image, labels = face(seed=seed)
         save_image(image, root / f"{name}.png")
         save_mask(labels, root / f"{name}_mask.png")
-    save_mask(drawn_face(seed=2)[1], root / "reference_colour_mask.png", label_set=CELEBAMASK_HQ, color=True)
+    save_mask(face(seed=2)[1], root / "reference_colour_mask.png", label_set=CELEBAMASK_HQ, color=True)
     return root
 
 
@@ -80,9 +80,11 @@ def test_wrong_model_folder(tmp_path, converted, capsys):
     assert "not a scadm model folder" in capsys.readouterr().err
 
 
-def test_demo_writes_its_figure(tmp_path):
-    assert main(["demo", "--out", str(tmp_path)]) == 0
+def test_demo_writes_its_figure_and_summary(converted, tmp_path, capsys):
+    assert main(["demo", "--model", str(converted / "model"), "--steps", "2", "--out", str(tmp_path)]) == 0
     assert Image.open(tmp_path / "demo.png").size[0] > 200
+    summary = capsys.readouterr().out
+    assert "reconstruction: mean per-part colour error" in summary and "swap l_eye" in summary
 
 
 def test_help_mentions_every_command(capsys):

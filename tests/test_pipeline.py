@@ -3,14 +3,14 @@ import json
 import pytest
 import torch
 
-from scadm.demo import drawn_face
+from tiny_models import face
 from scadm.errors import CheckpointError, InputError
 from scadm.pipeline import SCADMPipeline
 
 
 @pytest.fixture(scope="module")
 def faces():
-    return [drawn_face(seed=s) for s in (1, 2)]
+    return [face(seed=s) for s in (1, 2)]
 
 
 def test_same_seed_same_image_regardless_of_batch(tiny_pipe, faces):

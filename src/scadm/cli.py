@@ -33,13 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "or a CelebAMask-HQ colour PNG.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="run every edit end to end on a tiny built-in model and save a figure",
-                       description="Build a tiny randomly initialised pipeline, run reconstruction, swaps, "
-                                   "random parts, noise-based generation and interpolation on a drawn face "
-                                   "mask, and save a labelled figure. Random weights: it shows the "
-                                   "machinery, not a trained model's quality.")
+    p = sub.add_parser("demo", help="edit held-out procedural faces with the shipped model; save a figure",
+                       description="Reconstruct, swap (all, hair, one eye, lips), mix reference and random "
+                                   "hair, generate from noise and interpolate, on procedural faces the shipped "
+                                   "demo model never saw; save one labelled figure and print a summary.")
     p.add_argument("--out", default="out/demo", help="output folder (default ./out/demo)")
+    p.add_argument("--model", help="a pipeline folder to use instead of the shipped demo model")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25)")
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("sample", help="generate faces for one or more masks (random or from a reference)",
@@ -79,6 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="UNet weights: ema (their FID numbers) or raw (their demo); default ema")
     p.add_argument("--out", required=True, help="output pipeline folder")
     p.set_defaults(func=_convert)
+
+    p = sub.add_parser("prepare", help="turn a dataset release into scadm's training layout",
+                       description="celebamask-hq: SRC is the official CelebAMask-HQ release (CelebA-HQ-img/, "
+                                   "CelebAMask-HQ-mask-anno/); DST gets train/ and test/ (ids >= 28000, the "
+                                   "authors' 2k test split), each with images/N.jpg and labels/N.png.")
+    p.add_argument("dataset", choices=("celebamask-hq",))
+    p.add_argument("src", help="the unpacked release")
+    p.add_argument("dst", help="output folder")
+    p.add_argument("--size", type=int, help="resize images and labels to SIZE (default: keep 1024 JPEG / 512 labels)")
+    p.add_argument("--workers", type=int, default=2, help="decoding threads (default 2)")
+    p.set_defaults(func=_prepare)
     return parser
 
 
@@ -98,10 +110,10 @@ def main(argv=None) -> int:
 
 
 def _demo(args) -> int:
-    from .demo import run_demo
+    from .demo import DEMO_MODEL, run_demo
 
-    figure = run_demo(Path(args.out), seed=args.seed)
-    print(f"wrote {figure}")
+    summary = run_demo(Path(args.out), model=args.model or DEMO_MODEL, seed=args.seed, steps=args.steps)
+    print(summary)
     return 0
 
 
@@ -113,6 +125,14 @@ def _convert(args) -> int:
     n = sum(p.numel() for m in pipe.models() for p in m.parameters())
     print(f"wrote {args.out}: {n:,} parameters, UNet weights: {args.weights}")
     return 0
+
+
+def _prepare(args) -> int:
+    from .data.celebamask_hq import prepare
+
+    report = prepare(args.src, args.dst, size=args.size, workers=args.workers)
+    print(report.summary())
+    return 0 if report.train + report.test else 2
 
 
 def _load_pipeline(args):

@@ -1,93 +1,105 @@
-"""`scadm demo`: every edit mode end to end on a tiny, randomly initialised pipeline.
+"""`scadm demo`: every edit of the paper on held-out procedural faces, in one labelled figure.
 
-Until scadm ships a trained demo model this shows the machinery (mask + style codes -> sampler ->
-decoder -> labelled figure) on drawn face masks; the faces it renders are not meaningful.
+The shipped demo model (`scadm/assets/demo-procedural-64`, trained by scadm on procedural faces)
+edits faces the generator has never shown it; because the generator knows each part's true
+style, the figure can show what a partial swap *should* look like next to what the model did.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
+from .data.synthetic import render_face, swap_parts
 from .editing import edit_codes
 from .io import mask_to_rgb, save_grid
-from .labels import CELEBAMASK_HQ
-from .models.autoencoder import vq_f4
-from .models.style_encoder import StyleEncoder
-from .models.unet import SCADMUNet
 from .pipeline import SCADMPipeline
-from .schedule import NoiseSchedule
 
-DEMO_SIZE = 64
-
-
-def tiny_pipeline(seed: int = 0, image_size: int = DEMO_SIZE) -> SCADMPipeline:
-    """A small random-weight pipeline with the face model's structure (19 classes, VQ-f4)."""
-    torch.manual_seed(seed)
-    style_encoder = StyleEncoder(num_downsample=4, num_upsample=3, num_feat=1, style_dim=16)
-    unet = SCADMUNet(model_channels=32, channel_mult=(1, 2), attention_resolutions=(1, 2),
-                     num_head_channels=16, context_dim=3 * 16)
-    vqvae = vq_f4(block_out_channels=(32, 32, 32), num_vq_embeddings=256, sample_size=image_size)
-    with torch.no_grad():  # the UNet's zero-initialised output layers would make eps = 0 everywhere
-        for p in unet.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    return SCADMPipeline(unet, style_encoder, vqvae, NoiseSchedule(), CELEBAMASK_HQ,
-                         image_size=image_size, unconditional="blank")
+DEMO_MODEL = Path(__file__).parent / "assets" / "demo-procedural-64"
+#: held-out faces: the demo model trained on faces 0 .. N-1 of dataset seed 0
+TARGET_SEED, REFERENCE_SEED = 900_000_017, 900_000_023
 
 
-def drawn_face(size: int = DEMO_SIZE, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """A flat-coloured face and its exact label map, drawn with a little jitter per seed."""
-    rng = np.random.default_rng(seed)
-    names = {n: i for i, n in enumerate(CELEBAMASK_HQ.names)}
-    canvas = Image.new("L", (size, size), names["bg"])
-    draw = ImageDraw.Draw(canvas)
-    s = size / 64
-    dx, dy = rng.integers(-3, 4, 2) * s
+@dataclass
+class DemoSummary:
+    figure: Path
+    reconstruction_error: float  # mean per-part colour error /255 (target vs its reconstruction)
+    swaps: dict[str, tuple[float, float]]  # part swap -> (mean change inside, outside) /255
 
-    def box(x0, y0, x1, y1):
-        return [x0 * s + dx, y0 * s + dy, x1 * s + dx, y1 * s + dy]
-
-    draw.rectangle(box(8, 54, 56, 70), fill=names["cloth"])
-    draw.rectangle(box(25, 42, 39, 56), fill=names["neck"])
-    draw.ellipse(box(12, 4, 52, 40 + rng.integers(0, 10)), fill=names["hair"])
-    draw.ellipse(box(13, 22, 19, 34), fill=names["l_ear"])
-    draw.ellipse(box(45, 22, 51, 34), fill=names["r_ear"])
-    draw.ellipse(box(17, 12, 47, 50), fill=names["skin"])
-    draw.rectangle(box(22, 22, 30, 24), fill=names["l_brow"])
-    draw.rectangle(box(34, 22, 42, 24), fill=names["r_brow"])
-    draw.ellipse(box(22, 26, 30, 31), fill=names["l_eye"])
-    draw.ellipse(box(34, 26, 42, 31), fill=names["r_eye"])
-    draw.polygon([(32 * s + dx, 28 * s + dy), (28 * s + dx, 38 * s + dy), (36 * s + dx, 38 * s + dy)],
-                 fill=names["nose"])
-    draw.ellipse(box(25, 40, 39, 43), fill=names["u_lip"])
-    draw.ellipse(box(25, 43, 39, 47), fill=names["l_lip"])
-    labels = torch.from_numpy(np.array(canvas, dtype=np.int64))
-    colours = torch.from_numpy(rng.uniform(-1, 1, (len(names), 3))).float()
-    image = colours[labels].permute(2, 0, 1)  # (3, H, W)
-    return image, labels
+    def __str__(self) -> str:
+        lines = [f"figure: {self.figure}",
+                 f"reconstruction: mean per-part colour error {self.reconstruction_error:.1f}/255"]
+        lines += [f"swap {name:8s}: change inside the part {inside:5.1f}/255, outside {outside:4.1f}/255"
+                  for name, (inside, outside) in self.swaps.items()]
+        return "\n".join(lines)
 
 
-def run_demo(out: Path, seed: int = 0, steps: int = 20) -> Path:
-    """Render every edit mode for two drawn faces and save one labelled figure."""
-    pipe = tiny_pipeline(seed)
-    (image_a, labels_a), (image_b, labels_b) = drawn_face(seed=seed + 1), drawn_face(seed=seed + 2)
-    target = pipe.encode_style(image_a[None], labels_a[None])
-    reference = pipe.encode_style(image_b[None], labels_b[None])
-    parts = CELEBAMASK_HQ.parse_parts
-    edits = [("reconstruct", None), ("swap", None), ("partial", parts("hair")),
-             ("partial", parts("l_eye")), ("partial", parts("lips")), ("mix", parts("hair")),
-             ("random", None), ("interpolate", None), ("interpolate", parts("hair"))]
-    rows, labels = [[image_a, mask_to_rgb(labels_a, CELEBAMASK_HQ), image_b]], ["target | mask | reference"]
-    for mode, chosen in edits:
-        code, captions = edit_codes(mode, target, reference, chosen, alphas=(0, 0.5, 1))
-        images = pipe(labels_a[None].expand(len(code), -1, -1), code, num_inference_steps=steps, seed=seed)
-        rows.append(list(images))
-        labels.append(mode + (f" {','.join(CELEBAMASK_HQ.names[p] for p in chosen)}" if chosen else ""))
+def _tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1
+
+
+def _uint8(image: torch.Tensor) -> np.ndarray:
+    return ((image.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+
+
+def part_colour_error(a: np.ndarray, b: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over the parts present of |mean colour in a - mean colour in b| (L1 over RGB / 3)."""
+    errors = [np.abs(a[labels == k].mean(0) - b[labels == k].mean(0)).mean()
+              for k in np.unique(labels)]
+    return float(np.mean(errors))
+
+
+def change_inside_outside(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> tuple[float, float]:
+    """Mean absolute pixel change between a and b inside `region` and outside it (/255)."""
+    diff = np.abs(a.astype(np.float64) - b.astype(np.float64)).mean(-1)
+    return float(diff[region].mean()), float(diff[~region].mean())
+
+
+def run_demo(out: Path, model: str | Path | SCADMPipeline = DEMO_MODEL, seed: int = 0,
+             steps: int = 25) -> DemoSummary:
+    pipe = model if isinstance(model, SCADMPipeline) else SCADMPipeline.from_pretrained(model)
+    size = pipe.image_size
+    target, reference = render_face(TARGET_SEED, size), render_face(REFERENCE_SEED, size)
+    labels = torch.from_numpy(target.labels)[None]
+    tgt = pipe.encode_style(_tensor(target.image)[None], labels)
+    ref = pipe.encode_style(_tensor(reference.image)[None], torch.from_numpy(reference.labels)[None])
+    names = pipe.label_set.names
+
+    def render(mode, parts=None, alphas=(0.0, 0.25, 0.5, 0.75, 1.0), seeds=None):
+        code, _ = edit_codes(mode, tgt, ref, parts, alphas)
+        if seeds is not None:
+            code = code.repeat(len(seeds))
+        images = pipe(labels.expand(len(code), -1, -1), code, num_inference_steps=steps,
+                      seed=seeds if seeds is not None else seed)
+        return [_uint8(x) for x in images]
+
+    recon = render("reconstruct")[0]
+    rows = [[target.image, mask_to_rgb(target.labels, pipe.label_set), reference.image, recon,
+             render("swap")[0]]]
+    row_labels = ["target | mask | reference | reconstruction | total swap"]
+    swaps = {}
+    for title, part_names in (("hair", ["hair"]), ("l_eye", ["l_eye"]), ("lips", ["u_lip", "l_lip"])):
+        parts = [names.index(p) for p in part_names]
+        result = render("partial", parts)[0]
+        truth = swap_parts(target, reference, part_names).image
+        swaps[title] = change_inside_outside(result, recon, np.isin(target.labels, parts))
+        rows.append([result, truth])
+        row_labels.append(f"swap {title}: result | truth")
+    hair = [names.index("hair")]
+    rows.append(render("mix", hair, seeds=[seed + i for i in range(4)]))
+    row_labels.append("reference + random hair")
+    rows.append(render("random", seeds=[seed + 10 + i for i in range(4)]))
+    row_labels.append("noise-based samples")
+    rows.append(render("interpolate", hair))
+    row_labels.append("interpolate hair 0 -> 1")
+    rows.append(render("interpolate"))
+    row_labels.append("interpolate all 0 -> 1")
+
     out.mkdir(parents=True, exist_ok=True)
     figure = out / "demo.png"
-    save_grid(rows, figure, row_labels=labels,
-              title=f"scadm demo - random tiny model, DDIM {steps} steps, g=1.2, seed {seed}")
-    return figure
+    save_grid(rows, figure, row_labels=row_labels,
+              title=f"scadm demo: held-out procedural faces, DDIM {steps} steps, g=1.2")
+    return DemoSummary(figure, part_colour_error(recon, target.image, target.labels), swaps)

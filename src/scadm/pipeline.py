@@ -97,6 +97,7 @@ class SCADMPipeline:
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device=None, dtype=None) -> "SCADMPipeline":
+        """Load a folder written by `save_pretrained`; networks in `dtype` (default float32)."""
         folder = Path(folder)
         index_path = folder / INDEX_FILE
         if not index_path.is_file():
@@ -122,7 +123,7 @@ class SCADMPipeline:
         pipe = cls(**parts, schedule=NoiseSchedule(**index["schedule"]),
                    label_set=label_set_from_config(labels["names"], [tuple(c) for c in labels["palette"]]),
                    image_size=index["image_size"], unconditional=index["unconditional"])
-        return pipe.to(device=device, dtype=dtype)
+        return pipe.to(device=device, dtype=dtype or torch.float32)  # weights may be stored as fp16
 
     # ------------------------------------------------------------ conditioning
 
