@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .cli_train import add_train_commands
 from .editing import EDIT_MODES
 from .errors import ScadmError
 
@@ -91,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, help="resize images and labels to SIZE (default: keep 1024 JPEG / 512 labels)")
     p.add_argument("--workers", type=int, default=2, help="decoding threads (default 2)")
     p.set_defaults(func=_prepare)
+
+    add_train_commands(sub)
     return parser
 
 
@@ -102,7 +105,8 @@ def main(argv=None) -> int:
         print(f"scadm {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"scadm {args.command}: interrupted", file=sys.stderr)
+        hint = "; continue with --resume auto" if args.command.startswith("train") else ""
+        print(f"scadm {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
 
 

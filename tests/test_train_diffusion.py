@@ -1,0 +1,131 @@
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers.training_utils import EMAModel
+from safetensors.torch import load_file
+
+from scadm.cli_train import add_train_commands
+from scadm.data.synthetic import SyntheticFaces
+from scadm.labels import one_hot
+from scadm.models.autoencoder import encode
+from scadm.pipeline import SCADMPipeline
+from scadm.schedule import NoiseSchedule
+from scadm.train.config import build_style_encoder, build_unet, build_vqvae, load_config
+from scadm.train.diffusion import UNetEMA, diffusion_loss
+
+TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One thread: two threads on a 2-core machine slow down many times when another process runs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    config = load_config(TINY)
+    torch.manual_seed(0)
+    faces = SyntheticFaces(4, config.data.size, seed=0)
+    image = torch.stack([faces[i]["image"] for i in range(4)])
+    mask = one_hot(torch.stack([faces[i]["labels"] for i in range(4)]), 19)
+    return config, build_unet(config), build_style_encoder(config), build_vqvae(config), image, mask
+
+
+def test_style_dropout_zeroes_chosen_style_images_and_never_the_mask(tiny):
+    config, unet, style_encoder, vqvae, image, mask = tiny
+    seen = {}
+    hooks = [style_encoder.register_forward_pre_hook(lambda m, args: seen.update(style=args)),
+             unet.register_forward_pre_hook(lambda m, args: seen.update(unet_mask=args[3]))]
+    try:
+        seed = 3
+        diffusion_loss(unet, style_encoder, NoiseSchedule(), encode(vqvae, image), image, mask,
+                       torch.Generator().manual_seed(seed), style_dropout=0.5)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    # replay the generator: t (4 draws), noise, then the dropout choice
+    g = torch.Generator().manual_seed(seed)
+    torch.randint(0, 1000, (4,), generator=g)
+    torch.randn((4, 3, 8, 8), generator=g)
+    dropped = torch.rand(4, generator=g) < 0.5
+    assert 0 < dropped.sum() < 4, "pick a seed that drops some rows and keeps others"
+    style_image, style_mask = seen["style"]
+    assert (style_image[dropped] == 0).all()
+    assert torch.equal(style_image[~dropped], image[~dropped])
+    assert torch.equal(style_mask, mask) and torch.equal(seen["unet_mask"], mask)
+
+
+def test_loss_decreases_when_overfitting_one_batch(tiny):
+    config, _, _, vqvae, image, mask = tiny
+    torch.manual_seed(1)
+    unet, style_encoder = build_unet(config), build_style_encoder(config)
+    z0 = encode(vqvae, image).detach()
+    opt = torch.optim.AdamW(list(unet.parameters()) + list(style_encoder.parameters()), lr=2e-3)
+
+    def loss(seed):
+        return diffusion_loss(unet, style_encoder, NoiseSchedule(), z0, image, mask,
+                              torch.Generator().manual_seed(seed), style_dropout=0.5)
+
+    with torch.no_grad():
+        before = sum(loss(1000 + k).item() for k in range(4))
+    for step in range(30):
+        opt.zero_grad()
+        loss(step % 4 + 1000).backward()
+        opt.step()
+    with torch.no_grad():
+        after = sum(loss(1000 + k).item() for k in range(4))
+    assert after < 0.7 * before
+
+
+def test_ema_follows_the_authors_litema_rule():
+    model = torch.nn.Linear(1, 1, bias=False)
+    ema = UNetEMA(model, decay=0.5)
+    shadow = model.weight.item()
+    for n, value in enumerate([3.0, -1.0, 2.0, 5.0, 4.0], start=1):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        ema.update(model)
+        decay = min(0.5, (1 + n) / (10 + n))
+        shadow -= (1 - decay) * (shadow - value)
+        assert ema.shadow["weight"].item() == pytest.approx(shadow, rel=1e-6)
+    assert ema.num_updates == 5
+    # diffusers' EMAModel (no warm-up) lags one update: decay 0 at the first, 2/11 at the second.
+    reference = EMAModel(model.parameters(), decay=0.9999, use_ema_warmup=False)
+    assert (reference.get_decay(1), reference.get_decay(2)) == (0.0, pytest.approx(2 / 11))
+    assert UNetEMA(model, 0.9999).current_decay() == 1 / 10  # before update 1: (1+0)/(10+0)
+
+
+def test_train_vq_then_train_then_sample_from_the_saved_pipeline(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    add_train_commands(parser.add_subparsers(dest="command"))
+    for argv in (["train-vq", str(TINY), "--out", str(tmp_path / "vq"), "--cpu", "--no-progress"],
+                 ["train", str(TINY), "--out", str(tmp_path / "dm"), "--vq", str(tmp_path / "vq"),
+                  "--max-steps", "4", "--cpu", "--no-progress"]):
+        args = parser.parse_args(argv)
+        assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "train-vq: step 4 (from scratch)" in out and "eval/psnr" in out
+    assert f"wrote {tmp_path / 'dm' / 'pipeline'}" in out
+
+    assert len(list((tmp_path / "vq" / "samples").glob("*.png"))) == 1
+    assert len(list((tmp_path / "dm" / "samples").glob("*.png"))) == 1
+    assert list((tmp_path / "dm" / "logs" / "diffusion").glob("events.out.tfevents.*"))
+    assert json.loads((tmp_path / "dm" / "training.json").read_text())["step"] == 4
+
+    pipe = SCADMPipeline.from_pretrained(tmp_path / "dm" / "pipeline")
+    ema = load_file(tmp_path / "dm" / "checkpoints" / "step_0000004" / "ema_unet.safetensors")
+    assert all(torch.equal(v, ema[k]) for k, v in pipe.unet.state_dict().items())  # the EMA UNet
+    assert pipe.unconditional == "blank" and pipe.image_size == 32
+    vq_trained = load_file(tmp_path / "vq" / "vqvae" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(v, vq_trained[k]) for k, v in pipe.vqvae.state_dict().items())
+
+    labels = SyntheticFaces(1, 32, seed=9)[0]["labels"][None]
+    images = pipe(labels, pipe.blank_style(labels), num_inference_steps=2)
+    assert images.shape == (1, 3, 32, 32) and torch.isfinite(images).all()
