@@ -14,3 +14,13 @@ def tiny_pipe():
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture()
+def one_thread():
+    """One torch thread: bit-identical results need the same thread count in every run, and two
+    threads on a 2-core machine slow down many times over when another process is busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

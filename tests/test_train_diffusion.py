@@ -19,13 +19,7 @@ from scadm.train.diffusion import UNetEMA, diffusion_loss
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: two threads on a 2-core machine slow down many times when another process runs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +123,21 @@ def test_train_vq_then_train_then_sample_from_the_saved_pipeline(tmp_path, capsy
     labels = SyntheticFaces(1, 32, seed=9)[0]["labels"][None]
     images = pipe(labels, pipe.blank_style(labels), num_inference_steps=2)
     assert images.shape == (1, 3, 32, 32) and torch.isfinite(images).all()
+
+
+def test_scale_by_std_gives_unit_variance_latents_that_decode_the_same(tmp_path):
+    from scadm.models.autoencoder import decode, set_scale_by_std, vq_f4
+
+    torch.manual_seed(0)
+    vq = vq_f4(block_out_channels=(8, 8, 8), norm_num_groups=8, num_vq_embeddings=32, layers_per_block=1)
+    images = torch.stack([SyntheticFaces(8, 32)[i]["image"] for i in range(8)])
+    with torch.no_grad():
+        raw = encode(vq, images)
+        decoded = decode(vq, raw, quantize=False)
+        scale = set_scale_by_std(vq, images)
+        scaled = encode(vq, images)
+        assert scaled.std().item() == pytest.approx(1.0, rel=1e-4)
+        torch.testing.assert_close(scaled, raw * scale)
+        torch.testing.assert_close(decode(vq, scaled, quantize=False), decoded, atol=1e-5, rtol=1e-5)
+    vq.save_pretrained(tmp_path / "vq")
+    assert type(vq).from_pretrained(tmp_path / "vq").config.scaling_factor == pytest.approx(scale)

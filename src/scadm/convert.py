@@ -69,9 +69,16 @@ def read_authors_config(path: str | Path) -> dict:
         raise InputError(f"{path}: expected conditioning_key 'crossattn' with spatial transformers")
     if unet.get("num_head_channels", -1) in (-1, None):
         raise InputError(f"{path}: unet_config needs num_head_channels (num_heads alone is not supported)")
-    if model.get("scale_factor", 1.0) != 1.0 or model.get("scale_by_std", False):
-        raise InputError(f"{path}: a latent scale_factor other than 1.0 is not supported")
+    if model.get("scale_by_std", False):
+        raise InputError(f"{path}: scale_by_std is not supported; put the learned scale_factor in the config")
 
+    try:
+        return _model_arguments(model, unet, style, first, path)
+    except KeyError as err:
+        raise InputError(f"{path}: missing setting {err} in the authors' config") from None
+
+
+def _model_arguments(model: dict, unet: dict, style: dict, first: dict, path: Path) -> dict:
     ddconfig = first["ddconfig"]
     if ddconfig.get("attn_resolutions") or ddconfig.get("double_z"):
         raise InputError(f"{path}: first stage is not an LDM VQ autoencoder (attn_resolutions/double_z)")
@@ -109,6 +116,7 @@ def read_authors_config(path: str | Path) -> dict:
             vq_embed_dim=first["embed_dim"],
             num_vq_embeddings=first["n_embed"],
             sample_size=ddconfig["resolution"],
+            scaling_factor=float(model.get("scale_factor", 1.0)),
         ),
         "schedule": dict(
             num_train_timesteps=model.get("timesteps", 1000),

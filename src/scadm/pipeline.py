@@ -76,8 +76,9 @@ class SCADMPipeline:
     def to(self, device=None, dtype=None) -> "SCADMPipeline":
         """Move every network; `dtype` (e.g. torch.bfloat16) sets the networks' precision, while
         the sampler's state and coefficients stay float32."""
+        moves = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
         for model in self.models():
-            model.to(device=device, dtype=dtype)
+            model.to(**moves)
         return self
 
     def save_pretrained(self, folder: str | Path) -> None:

@@ -5,7 +5,9 @@ block in each, the 8192-entry codebook), so scadm uses it rather than rewriting 
 conventions matter and are kept:
 - the diffusion model sees the *pre-quantisation* latent (`encode` does not quantise);
 - `decode` quantises first (LDM's default), `quantize=False` skips it.
-The latent is not rescaled (`scaling_factor` 1.0; the authors' `scale_factor` is 1.0 too).
+The diffusion latent is `scaling_factor * encoder latent` (LDM's `scale_factor`): 1.0 for LDM's
+vq-f4 and the authors' model; a first stage trained by scadm gets 1 / std of its latents when the
+diffusion run starts (LDM's `scale_by_std`), so the noise schedule sees unit-variance latents.
 """
 
 from __future__ import annotations
@@ -47,10 +49,22 @@ def downsampling_factor(vqvae: VQModel) -> int:
 
 
 def encode(vqvae: VQModel, image: torch.Tensor) -> torch.Tensor:
-    """Image (B,3,H,W) in [-1, 1] -> continuous latent (B,3,H/f,W/f), not quantised (LDM)."""
-    return vqvae.encode(image).latents
+    """Image (B,3,H,W) in [-1, 1] -> diffusion latent (B,3,H/f,W/f): the continuous, not
+    quantised, encoder output (LDM) times `scaling_factor`."""
+    return vqvae.encode(image).latents * vqvae.config.scaling_factor
 
 
 def decode(vqvae: VQModel, latent: torch.Tensor, quantize: bool = True) -> torch.Tensor:
-    """Latent -> image in [-1, 1] (unclamped); quantises first like LDM's `decode_first_stage`."""
-    return vqvae.decode(latent, force_not_quantize=not quantize).sample
+    """Diffusion latent -> image in [-1, 1] (unclamped); quantises first like LDM's
+    `decode_first_stage`."""
+    return vqvae.decode(latent / vqvae.config.scaling_factor, force_not_quantize=not quantize).sample
+
+
+@torch.no_grad()
+def set_scale_by_std(vqvae: VQModel, images: torch.Tensor) -> float:
+    """LDM's `scale_by_std`: scaling_factor = 1 / std of the encoder latents of `images` (each
+    encoded alone, so the value does not depend on batching); returns it."""
+    latents = torch.cat([vqvae.encode(image[None]).latents for image in images])
+    scale = float(1.0 / latents.float().std())
+    vqvae.register_to_config(scaling_factor=scale)
+    return scale

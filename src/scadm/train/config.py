@@ -91,6 +91,7 @@ class DiffusionTrainConfig(OptimConfig):
     sample_guidance: float = 1.0
     export_raw: bool = False  # also write the non-EMA UNet as DIR/pipeline-raw
     cache_latents: bool = False  # keep each image's first-stage latent (needs data without flips)
+    scale_by_std: bool = False  # fresh run: set the first stage's scaling_factor to 1/std (LDM)
 
 
 @dataclass

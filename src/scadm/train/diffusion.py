@@ -37,7 +37,7 @@ from diffusers import VQModel
 from scadm.errors import CheckpointError, InputError
 from scadm.io import save_grid
 from scadm.labels import LabelSet, one_hot
-from scadm.models.autoencoder import downsampling_factor, encode
+from scadm.models.autoencoder import downsampling_factor, encode, set_scale_by_std
 from scadm.pipeline import SCADMPipeline
 from scadm.schedule import NoiseSchedule
 from scadm.train.autoencoder import psnr
@@ -50,6 +50,7 @@ FIRST_STAGE = "vqvae"  # the run's copy of the frozen first stage, read again on
 PIPELINE, PIPELINE_RAW = "pipeline", "pipeline-raw"
 SAMPLES = "samples"
 SAMPLE_SEED = 0
+SCALE_BY_STD_IMAGES = 64  # the first training images (LDM uses its first batch)
 
 
 def drop_style_images(image: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
@@ -239,6 +240,8 @@ def train_diffusion(config: Config | str | Path, out: str | Path, vq: str | Path
                                   betas=cfg.betas, weight_decay=cfg.weight_decay)
     unet, style_encoder, optimizer = accelerator.prepare(unet, style_encoder, optimizer)
     vqvae.to(accelerator.device).eval().requires_grad_(False)
+    if start is None and cfg.scale_by_std:  # every rank computes the same value from the same images
+        set_scale_by_std(vqvae, torch.stack([train_set[i]["image"] for i in range(SCALE_BY_STD_IMAGES)]))
     if accelerator.is_main_process and start is None:
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
