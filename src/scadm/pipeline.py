@@ -116,7 +116,8 @@ class SCADMPipeline:
             if not (sub / "config.json").is_file():
                 raise CheckpointError(f"{sub}: missing (config.json not found)")
             try:
-                parts[name] = model_cls.from_pretrained(sub, local_files_only=True)
+                parts[name] = model_cls.from_pretrained(sub, local_files_only=True,
+                                                        torch_dtype=dtype or torch.float32)
             except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
                 first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
                 raise CheckpointError(f"{sub}: cannot load the {name} ({first})") from None
@@ -124,7 +125,7 @@ class SCADMPipeline:
         pipe = cls(**parts, schedule=NoiseSchedule(**index["schedule"]),
                    label_set=label_set_from_config(labels["names"], [tuple(c) for c in labels["palette"]]),
                    image_size=index["image_size"], unconditional=index["unconditional"])
-        return pipe.to(device=device, dtype=dtype or torch.float32)  # weights may be stored as fp16
+        return pipe.to(device=device)
 
     # ------------------------------------------------------------ conditioning
 
