@@ -15,7 +15,7 @@ import torch
 
 from .data.synthetic import render_face, swap_parts
 from .editing import edit_codes
-from .io import mask_to_rgb, save_grid
+from .io import mask_to_rgb, save_grid, to_uint8
 from .models.autoencoder import downsampling_factor
 from .pipeline import SCADMPipeline
 
@@ -40,10 +40,6 @@ class DemoSummary:
 
 def _tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1
-
-
-def _uint8(image: torch.Tensor) -> np.ndarray:
-    return ((image.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
 
 
 def part_colour_error(a: np.ndarray, b: np.ndarray, labels: np.ndarray) -> float:
@@ -89,7 +85,7 @@ def run_demo(out: Path, model: str | Path | SCADMPipeline = DEMO_MODEL, seed: in
             code = code.repeat(len(seeds))
         images = pipe(labels.expand(len(code), -1, -1), code, num_inference_steps=steps,
                       seed=seeds if seeds is not None else seed)
-        return [_uint8(x) for x in images]
+        return [to_uint8(x) for x in images]
 
     recon = render("reconstruct")[0]
     rows = [[target.image, mask_to_rgb(target.labels, pipe.label_set), reference.image, recon,
