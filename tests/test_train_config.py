@@ -78,3 +78,15 @@ def test_exponent_without_dot_is_read_as_a_number(tmp_path):
 def test_inconsistent_settings_are_refused(tmp_path, section, values, message):
     with pytest.raises(InputError, match=message):
         load_config(_write(tmp_path, _tiny(**{section: values})))
+
+
+def test_overrides_set_nested_values_and_are_checked_like_the_file():
+    config = load_config(CONFIGS / "demo-procedural-64.yaml",
+                         ["model.unet.mask_attention=false", "train.max_steps=7", "train.lr=1e-4"])
+    assert config.model.unet["mask_attention"] is False
+    assert config.train.max_steps == 7 and config.train.lr == 1e-4
+    assert build_unet(config).config.mask_attention is False
+    with pytest.raises(InputError, match="--set train.max_step=3.*unknown key 'train.max_step'"):
+        load_config(CONFIGS / "demo-procedural-64.yaml", ["train.max_step=3"])
+    with pytest.raises(InputError, match="expected KEY=VALUE"):
+        load_config(CONFIGS / "demo-procedural-64.yaml", ["train.max_steps"])

@@ -44,3 +44,12 @@ def test_cache_returns_bit_identical_items():
         assert torch.equal(item["image"], faces[1]["image"]) and torch.equal(item["labels"], faces[1]["labels"])
         assert item["labels"].dtype == torch.int64
     assert cached.items[1]["image"].dtype == cached.items[1]["labels"].dtype == torch.uint8
+
+
+def test_cache_filled_by_worker_processes_holds_every_item_in_order():
+    faces = SyntheticFaces(3, 32, seed=4)
+    cached = CachedDataset(faces)
+    cached.fill(num_workers=2, progress=False)
+    assert sorted(cached.items) == [0, 1, 2]
+    for i in range(3):
+        assert torch.equal(cached[i]["image"], faces[i]["image"]) and cached[i]["index"] == i

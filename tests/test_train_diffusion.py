@@ -141,3 +141,55 @@ def test_scale_by_std_gives_unit_variance_latents_that_decode_the_same(tmp_path)
         torch.testing.assert_close(decode(vq, scaled, quantize=False), decoded, atol=1e-5, rtol=1e-5)
     vq.save_pretrained(tmp_path / "vq")
     assert type(vq).from_pretrained(tmp_path / "vq").config.scaling_factor == pytest.approx(scale)
+
+
+def test_latent_cache_filled_in_chunks_holds_each_items_own_latent(tiny):
+    from scadm.train.data import CachedDataset
+    from scadm.train.diffusion import LatentCache
+
+    config, _, _, vqvae, _, _ = tiny
+    faces = CachedDataset(SyntheticFaces(5, config.data.size, seed=2))
+    faces.fill(num_workers=0, progress=False)
+    cache = LatentCache(vqvae)
+    cache.FILL_CHUNK = 2  # chunks 0-1, 2-3, 4
+    cache.fill(faces, torch.device("cpu"), progress=False)
+    assert sorted(cache.latents) == [0, 1, 2, 3, 4]
+    with torch.no_grad():
+        for i in range(5):
+            alone = encode(vqvae, faces[i]["image"][None]).float()
+            torch.testing.assert_close(cache.latents[i], alone, atol=1e-5, rtol=1e-5)
+    # a batch of cached items is served from the cache, whatever images come with it
+    torch.testing.assert_close(cache([3, 0], torch.zeros(2, 3, 1, 1)),
+                               torch.cat([cache.latents[3], cache.latents[0]]))
+
+
+def test_max_minutes_ends_at_the_first_logging_step_with_a_checkpoint(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    add_train_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train-vq", str(TINY), "--out", str(tmp_path / "vq"), "--cpu", "--no-progress",
+                              "--set", "train_vq.max_steps=50", "--max-minutes", "1e-9"])
+    assert args.func(args) == 0
+    assert "train-vq: step 2 (from scratch)" in capsys.readouterr().out  # tiny.yaml logs every 2 steps
+    assert json.loads((tmp_path / "vq" / "training.json").read_text())["step"] == 2
+    assert (tmp_path / "vq" / "checkpoints" / "step_0000002").is_dir()
+
+
+def test_init_starts_a_fresh_run_from_a_pipelines_weights(tmp_path):
+    from scadm.errors import CheckpointError
+    from scadm.train import train_diffusion, train_vq
+
+    config = load_config(TINY)
+    train_vq(config, tmp_path / "vq", max_steps=2, progress=False, cpu=True)
+    first = train_diffusion(config, tmp_path / "a", vq=tmp_path / "vq", max_steps=2, progress=False, cpu=True)
+    frozen = load_config(TINY, ["train.lr=1e-12", "train.weight_decay=0"])
+    train_diffusion(frozen, tmp_path / "b", vq=tmp_path / "vq", max_steps=1, progress=False, cpu=True,
+                    init=first.export)
+    a, b = SCADMPipeline.from_pretrained(first.export), SCADMPipeline.from_pretrained(tmp_path / "b" / "pipeline")
+    for name in ("unet", "style_encoder"):
+        sa, sb = getattr(a, name).state_dict(), getattr(b, name).state_dict()
+        for k in sa:  # one step at lr 1e-12: still the init
+            torch.testing.assert_close(sb[k], sa[k], atol=1e-9, rtol=0, msg=f"{name}.{k}")
+    wider = load_config(TINY, ["model.unet.model_channels=64"])
+    with pytest.raises(CheckpointError, match="--init .* unet does not match"):
+        train_diffusion(wider, tmp_path / "c", vq=tmp_path / "vq", max_steps=1, progress=False, cpu=True,
+                        init=first.export)

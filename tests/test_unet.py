@@ -11,7 +11,7 @@ from scadm.errors import InputError
 from scadm.models.unet import SCADMUNet
 from scadm.nn.attention import SpatialTransformer
 from scadm.nn.resblocks import ResBlock, SPADEResBlock, UpcastGroupNorm, timestep_embedding
-from scadm.nn.spade import SPADEGroupNorm
+from scadm.nn.spade import SPADEGroupNorm, resize_mask
 
 CLASSES, CTX = 5, 16
 TINY = dict(model_channels=32, channel_mult=(1, 2), num_head_channels=16, context_dim=CTX,
@@ -206,3 +206,46 @@ def test_spade_modulates_with_mask_resized_by_nearest():
 def test_widths_that_do_not_split_into_heads_are_rejected():
     with pytest.raises(InputError, match="num_head_channels"):
         SCADMUNet(**{**TINY, "num_head_channels": 24})
+
+
+def test_any_downsampling_is_the_max_over_each_block():
+    mask = inputs(4, 4, scale=4, batch=2)[3]
+    blocks = mask.unflatten(2, (4, 4)).unflatten(4, (4, 4))  # (B, C, 4, 4, 4, 4)
+    expected = blocks.amax(dim=(3, 5))
+    torch.testing.assert_close(resize_mask(mask, (4, 4), "any"), expected)
+    assert torch.equal(resize_mask(mask, (4, 4), "nearest"), mask[:, :, ::4, ::4])
+
+
+@pytest.mark.parametrize("rule, sees_part", [("nearest", False), ("any", True)])
+def test_a_part_between_grid_points_reaches_the_model_only_with_any_downsampling(rule, sees_part):
+    """A one-pixel part off the latent grid: nearest resizing drops it everywhere (the authors'
+    limit at small sizes), "any" lets its style and shape in."""
+    model = tiny_unet(mask_downsample=rule)
+    x, t, context, mask = inputs(batch=1)
+    labels = torch.zeros(1, 32, 32, dtype=torch.long)
+    labels[0, 13, 14] = 3  # off the every-4th-pixel grid
+    mask = F.one_hot(labels, CLASSES).permute(0, 3, 1, 2).float()
+    other = context.clone()
+    other[:, 3] = -other[:, 3]
+    with torch.no_grad():
+        changed = not torch.allclose(model(x, t, context, mask), model(x, t, other, mask))
+        without_part = F.one_hot(torch.zeros_like(labels), CLASSES).permute(0, 3, 1, 2).float()
+        reshaped = not torch.allclose(model(x, t, context, mask), model(x, t, context, without_part))
+    assert changed == sees_part and reshaped == sees_part
+
+
+def test_unknown_mask_downsampling_is_rejected():
+    with pytest.raises(InputError, match="mask_downsample"):
+        SCADMUNet(**{**TINY, "mask_downsample": "bilinear"})
+
+
+def test_any_downsampling_composes_across_grids():
+    """Max-pooling composes: the latent-size "any" mask, multi-hot, gives the same result as the
+    full-resolution mask, so every grid sees the same parts whichever resolution comes in."""
+    model = tiny_unet(mask_downsample="any")
+    x, t, context, mask = inputs(batch=1)
+    with torch.no_grad():
+        out = model(x, t, context, mask)
+        pooled = resize_mask(mask, (8, 8), "any")
+        assert (pooled.sum(1) > 1).any()  # the test needs cells with several classes
+        assert torch.equal(out, model(x, t, context, pooled))  # same grid masks -> same result

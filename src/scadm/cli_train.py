@@ -37,6 +37,9 @@ def add_train_commands(subparsers) -> None:
     p.add_argument("--vq", metavar="DIR",
                    help="the first stage: a `scadm train-vq` output folder, or a pipeline folder (e.g. "
                         "from `scadm convert`); on --resume it defaults to the run's own copy")
+    p.add_argument("--init", metavar="DIR",
+                   help="start a fresh run from the UNet and style encoder of this pipeline folder "
+                        "(fine-tuning; optimizer and EMA start afresh)")
     p.set_defaults(func=run_train)
 
 
@@ -44,7 +47,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="training YAML, e.g. configs/demo-procedural-64.yaml")
     p.add_argument("--out", required=True, metavar="DIR", help="run folder (created if missing)")
     p.add_argument("--max-steps", type=int, metavar="N", help="stop after N optimizer steps (overrides the config)")
+    p.add_argument("--max-minutes", type=float, metavar="M",
+                   help="end this run after about M minutes of training, checkpointed and exported as if "
+                        "max_steps were the step reached (for time-boxed jobs)")
     p.add_argument("--resume", metavar="auto|CHECKPOINT", help=RESUME_HELP)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override one config value (YAML syntax), e.g. --set model.unet.mask_attention=false; "
+                        "repeatable")
     p.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
@@ -52,6 +61,14 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _check(args) -> None:
     if args.max_steps is not None and args.max_steps < 1:
         raise InputError(f"--max-steps must be >= 1, got {args.max_steps}")
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        raise InputError(f"--max-minutes must be > 0, got {args.max_minutes}")
+
+
+def _config(args):
+    from .train import load_config
+
+    return load_config(args.config, args.overrides)
 
 
 def _summary(command: str, result, what: str) -> None:
@@ -73,8 +90,8 @@ def run_train_vq(args) -> int:
     from .train import train_vq
 
     _check(args)
-    result = train_vq(args.config, args.out, max_steps=args.max_steps, resume=args.resume,
-                      progress=not args.no_progress, cpu=args.cpu)
+    result = train_vq(_config(args), args.out, max_steps=args.max_steps, resume=args.resume,
+                      progress=not args.no_progress, cpu=args.cpu, max_minutes=args.max_minutes)
     _summary("train-vq", result, "diffusers VQModel")
     return 0
 
@@ -83,7 +100,8 @@ def run_train(args) -> int:
     from .train import train_diffusion
 
     _check(args)
-    result = train_diffusion(args.config, args.out, vq=args.vq, max_steps=args.max_steps, resume=args.resume,
-                             progress=not args.no_progress, cpu=args.cpu)
+    result = train_diffusion(_config(args), args.out, vq=args.vq, max_steps=args.max_steps, resume=args.resume,
+                             progress=not args.no_progress, cpu=args.cpu, max_minutes=args.max_minutes,
+                             init=args.init)
     _summary("train", result, "scadm pipeline")
     return 0

@@ -64,7 +64,7 @@ def decode(vqvae: VQModel, latent: torch.Tensor, quantize: bool = True) -> torch
 def set_scale_by_std(vqvae: VQModel, images: torch.Tensor) -> float:
     """LDM's `scale_by_std`: scaling_factor = 1 / std of the encoder latents of `images` (each
     encoded alone, so the value does not depend on batching); returns it."""
-    latents = torch.cat([vqvae.encode(image[None]).latents for image in images])
+    latents = torch.cat([vqvae.encode(image[None].to(vqvae.device, vqvae.dtype)).latents for image in images])
     scale = float(1.0 / latents.float().std())
     vqvae.register_to_config(scaling_factor=scale)
     return scale

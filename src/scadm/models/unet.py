@@ -24,7 +24,7 @@ from scadm.nn.resblocks import (
     timestep_embedding,
     zero_init,
 )
-from scadm.nn.spade import NORM_GROUPS, SPADE_HIDDEN_CHANNELS
+from scadm.nn.spade import MASK_DOWNSAMPLING, NORM_GROUPS, SPADE_HIDDEN_CHANNELS, resize_mask
 
 TIME_EMBED_MULT = 4
 
@@ -50,7 +50,9 @@ class SCADMUNet(ModelMixin, ConfigMixin):
     """Noise predictor eps = unet(x, timesteps, context, mask).
 
     `attention_resolutions` are downsampling factors (1 = latent resolution), as in the authors'
-    config; defaults are the paper's face model (486,895,363 parameters).
+    config; defaults are the paper's face model (486,895,363 parameters). `mask_downsample` is
+    how the mask reaches each feature grid (see scadm.nn.spade.MASK_DOWNSAMPLING): "nearest" is
+    the authors' rule and the one their checkpoints were trained with.
 
     Example:
         >>> unet = SCADMUNet(model_channels=32, channel_mult=(1, 2), num_head_channels=16,
@@ -80,8 +82,11 @@ class SCADMUNet(ModelMixin, ConfigMixin):
         dropout: float = 0.0,
         mask_attention: bool = True,
         spade_hidden_channels: int = SPADE_HIDDEN_CHANNELS,
+        mask_downsample: str = "nearest",
     ):
         super().__init__()
+        if mask_downsample not in MASK_DOWNSAMPLING:
+            raise InputError(f"mask_downsample: '{mask_downsample}' is not one of {', '.join(MASK_DOWNSAMPLING)}")
         widths = [model_channels * m for m in channel_mult]
         for width in widths:
             if width % NORM_GROUPS or width % num_head_channels:
@@ -148,18 +153,20 @@ class SCADMUNet(ModelMixin, ConfigMixin):
         dtype = self.dtype
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
         h, context, mask = x.to(dtype), context.to(dtype), mask.to(dtype)
-        hard = self.config.mask_attention and is_one_hot_or_empty(mask)
+        masks = _MaskPyramid(mask, self.config.mask_downsample, self.config.mask_attention)
 
         skips = []
         for step in self.input_blocks:
-            h = self._run(step, h, emb, context, mask, hard)
+            h = self._run(step, h, emb, context, masks)
             skips.append(h)
-        h = self._run(self.middle_block, h, emb, context, mask, hard)
+        h = self._run(self.middle_block, h, emb, context, masks)
         for step in self.output_blocks:
-            h = self._run(step, torch.cat([h, skips.pop()], dim=1), emb, context, mask, hard)
+            h = self._run(step, torch.cat([h, skips.pop()], dim=1), emb, context, masks)
         return self.out(h).to(x.dtype)
 
-    def _run(self, step, h, emb, context, mask, hard):
+    def _run(self, step, h, emb, context, masks):
+        """A step's layers all work at its input's resolution (a final Upsample takes no mask)."""
+        mask, hard = masks.at(h.shape[-2:])
         if self.gradient_checkpointing and torch.is_grad_enabled():
             return self._gradient_checkpointing_func(step, h, emb, context, mask, hard)
         return step(h, emb, context, mask, hard)
@@ -188,3 +195,25 @@ class SCADMUNet(ModelMixin, ConfigMixin):
         if mask.shape[2] < h or mask.shape[3] < w:
             raise InputError(f"mask: resolution {mask.shape[2]}x{mask.shape[3]} is below the latent's {h}x{w}")
         return timesteps
+
+
+class _MaskPyramid:
+    """The mask at each feature resolution, resized once per forward pass rather than in every
+    layer, with whether it is one-hot (what lets the masked attention take its gather path)."""
+
+    def __init__(self, mask: torch.Tensor, rule: str, mask_attention: bool):
+        self.mask, self.rule, self.cache = mask, rule, {}
+        # nearest resizing keeps one-hotness, so one check at full resolution covers every grid
+        self.hard_everywhere = mask_attention and rule == "nearest" and is_one_hot_or_empty(mask)
+        self.mask_attention = mask_attention
+
+    def at(self, size) -> tuple[torch.Tensor, bool]:
+        size = tuple(size)
+        if size not in self.cache:
+            mask = resize_mask(self.mask, size, self.rule)
+            if self.rule == "nearest":
+                hard = self.hard_everywhere
+            else:
+                hard = self.mask_attention and is_one_hot_or_empty(mask)
+            self.cache[size] = mask, hard
+        return self.cache[size]

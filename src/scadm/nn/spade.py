@@ -13,14 +13,23 @@ NORM_GROUPS = 32
 SPADE_HIDDEN_CHANNELS = 128
 
 
-def resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Nearest-neighbour resize of a (B, C, H, W) mask, the authors' choice for every feature grid.
+#: How the full-resolution mask reaches a coarser feature grid: "nearest" keeps the top-left pixel
+#: of each block (the authors' rule: one-hot stays one-hot, but a part smaller than the block can
+#: vanish); "any" marks a class present in a cell if any of its pixels has it (multi-hot, so every
+#: part reaches every grid and the attention mixes the styles of the parts that share a cell).
+MASK_DOWNSAMPLING = ("nearest", "any")
 
-    For an integer factor f this keeps the top-left pixel of each f x f block, so a one-hot mask
-    stays one-hot (or empty) at every resolution.
+
+def resize_mask(mask: torch.Tensor, size: tuple[int, int], rule: str = "nearest") -> torch.Tensor:
+    """Resize a (B, C, H, W) mask to `size` by `rule` (see MASK_DOWNSAMPLING).
+
+    For an integer factor f "nearest" keeps the top-left pixel of each f x f block, so a one-hot
+    mask stays one-hot (or empty) at every resolution; "any" is the max over the block.
     """
     if tuple(mask.shape[-2:]) == tuple(size):
         return mask
+    if rule == "any":
+        return F.adaptive_max_pool2d(mask, tuple(size))
     return F.interpolate(mask, size=tuple(size), mode="nearest")
 
 

@@ -29,7 +29,7 @@ from scadm.io import save_grid
 from scadm.models.autoencoder import decode, encode
 from scadm.train.checkpoint import replace_folder
 from scadm.train.config import Config, build_vqvae, load_config, save_config
-from scadm.train.data import BatchStream, build_datasets, holdout_batch
+from scadm.train.data import BatchStream, build_datasets, holdout_batch, loader_workers
 from scadm.train.loop import Task, TrainResult, fit, make_accelerator, resolve_resume
 
 FIRST_STAGE = "vqvae"
@@ -102,11 +102,12 @@ class VQTask(Task):
 
 
 def train_vq(config: Config | str | Path, out: str | Path, max_steps: int | None = None,
-             resume: str | Path | None = None, progress: bool = True, cpu: bool = False) -> TrainResult:
+             resume: str | Path | None = None, progress: bool = True, cpu: bool = False,
+             max_minutes: float | None = None) -> TrainResult:
     """Train the VQ first stage as `config.train_vq` says into the run folder `out`.
 
     `resume`: None (fresh run), "auto" or a checkpoint folder; `max_steps` overrides
-    train_vq.max_steps; `cpu` forces the CPU even where a GPU is present.
+    train_vq.max_steps; `cpu` forces the CPU even where a GPU is present; `max_minutes`: see `fit`.
     """
     config = config if isinstance(config, Config) else load_config(config)
     cfg, out = config.train_vq, Path(out)
@@ -124,6 +125,7 @@ def train_vq(config: Config | str | Path, out: str | Path, max_steps: int | None
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
     stream = BatchStream(train_set, cfg.batch_size or config.data.batch_size, cfg.seed,
-                         config.data.num_workers, accelerator.process_index, accelerator.num_processes)
+                         loader_workers(config.data), accelerator.process_index, accelerator.num_processes)
     task = VQTask(accelerator, config, vqvae, holdout_batch(holdout, config.data.holdout_num), out)
-    return fit(accelerator, task, optimizer, cfg, stream, out, max_steps or cfg.max_steps, start, progress)
+    return fit(accelerator, task, optimizer, cfg, stream, out, max_steps or cfg.max_steps, start, progress,
+               max_minutes)

@@ -125,8 +125,12 @@ def _plain(value):
 # ---------------------------------------------------------------- reading
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and check a training YAML; raise InputError naming the file and the bad key."""
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read and check a training YAML; raise InputError naming the file and the bad key.
+
+    `overrides` are "dotted.key=value" strings (value in YAML syntax) applied on top of the file,
+    e.g. "model.unet.mask_attention=false": a variant of a recipe without a second file.
+    """
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -134,7 +138,29 @@ def load_config(path: str | Path) -> Config:
         raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
     except yaml.YAMLError as e:
         raise InputError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    return config_from_dict(raw or {}, str(path))
+    raw = raw or {}
+    for override in overrides:
+        _apply_override(raw, override)
+    source = str(path) + "".join(f" --set {o}" for o in overrides)
+    return config_from_dict(raw, source)
+
+
+def _apply_override(raw: dict, override: str) -> None:
+    key, sep, value = override.partition("=")
+    if not sep or not key.strip():
+        raise InputError(f"--set {override}: expected KEY=VALUE, e.g. model.unet.mask_attention=false")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise InputError(f"--set {override}: the value is not valid YAML") from None
+    *parents, leaf = key.strip().split(".")
+    node = raw
+    for name in parents:
+        child = node.setdefault(name, {})
+        if not isinstance(child, dict):
+            raise InputError(f"--set {override}: '{name}' is not a section")
+        node = child
+    node[leaf] = parsed
 
 
 def config_from_dict(raw: dict, source: str = "<dict>") -> Config:

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import VQModel
+from tqdm.auto import tqdm
 
 from scadm.errors import CheckpointError, InputError
 from scadm.io import save_grid
@@ -43,7 +44,7 @@ from scadm.schedule import NoiseSchedule
 from scadm.train.autoencoder import psnr
 from scadm.train.checkpoint import replace_folder
 from scadm.train.config import Config, build_style_encoder, build_unet, load_config, save_config
-from scadm.train.data import BatchStream, build_datasets, holdout_batch
+from scadm.train.data import BatchStream, CachedDataset, build_datasets, holdout_batch, loader_workers
 from scadm.train.loop import Task, TrainResult, fit, make_accelerator, resolve_resume
 
 FIRST_STAGE = "vqvae"  # the run's copy of the frozen first stage, read again on resume
@@ -75,9 +76,12 @@ def diffusion_loss(unet, style_encoder, schedule: NoiseSchedule, z0: torch.Tenso
 
 
 class LatentCache:
-    """z0 of every training item, encoded alone (a batch of one) when first drawn: a cached value
-    never depends on the batch it arrived in, so an interrupted and resumed run sees the same
-    latents as an uninterrupted one. Only for datasets whose items never change (no flips)."""
+    """z0 of every training item, encoded alone (a batch of one) when first drawn, or all at once in
+    fixed chunks of the dataset's order (`fill`): either way a cached value never depends on the
+    batch it arrived in, so an interrupted and resumed run sees the same latents as an
+    uninterrupted one. Only for datasets whose items never change (no flips)."""
+
+    FILL_CHUNK = 256
 
     def __init__(self, vqvae: VQModel):
         self.vqvae, self.latents = vqvae, {}
@@ -88,6 +92,16 @@ class LatentCache:
             if key not in self.latents:
                 self.latents[key] = encode(self.vqvae, image[i: i + 1]).float()
         return torch.cat([self.latents[key] for key in keys])
+
+    @torch.no_grad()
+    def fill(self, dataset, device: torch.device, progress: bool = True) -> None:
+        """Encode every item of `dataset` (in memory already: one batch per launch, not one
+        image, which on a GPU is the difference between seconds and minutes)."""
+        for begin in tqdm(range(0, len(dataset), self.FILL_CHUNK), desc="encoding latents", disable=not progress):
+            items = [dataset[i] for i in range(begin, min(begin + self.FILL_CHUNK, len(dataset)))]
+            latents = encode(self.vqvae, torch.stack([x["image"] for x in items]).to(device)).float()
+            for item, z in zip(items, latents):
+                self.latents[_item_keys({k: [v] for k, v in item.items()})[0]] = z[None]
 
 
 class UNetEMA:
@@ -214,12 +228,15 @@ class DiffusionTask(Task):
 
 def train_diffusion(config: Config | str | Path, out: str | Path, vq: str | Path | None = None,
                     max_steps: int | None = None, resume: str | Path | None = None,
-                    progress: bool = True, cpu: bool = False) -> TrainResult:
+                    progress: bool = True, cpu: bool = False, max_minutes: float | None = None,
+                    init: str | Path | None = None) -> TrainResult:
     """Train SCA-DM as `config` says into the run folder `out` (see the module docstring).
 
     `vq`: the frozen first stage (run folder of `train_vq`, pipeline or VQModel folder); on resume
     it defaults to the run's own copy. `resume`: None (fresh run), "auto" or a checkpoint folder.
-    `max_steps` overrides train.max_steps; `cpu` forces the CPU even where a GPU is present.
+    `max_steps` overrides train.max_steps; `cpu` forces the CPU even where a GPU is present;
+    `max_minutes`: see `fit`. `init`: a pipeline folder whose UNet and style encoder a fresh run
+    starts from (fine-tuning; the optimizer and EMA start afresh); ignored on resume.
     """
     config = config if isinstance(config, Config) else load_config(config)
     cfg, out = config.train, Path(out)
@@ -235,6 +252,8 @@ def train_diffusion(config: Config | str | Path, out: str | Path, vq: str | Path
     torch.manual_seed(cfg.seed)
     unet, style_encoder = build_unet(config), build_style_encoder(config)
     _check_compatible(config, unet, vqvae, label_set, vq)
+    if init is not None and start is None:
+        _init_from_pipeline(unet, style_encoder, Path(init))
 
     optimizer = torch.optim.AdamW(list(unet.parameters()) + list(style_encoder.parameters()), lr=cfg.lr,
                                   betas=cfg.betas, weight_decay=cfg.weight_decay)
@@ -247,13 +266,18 @@ def train_diffusion(config: Config | str | Path, out: str | Path, vq: str | Path
         save_config(config, out / "config.yaml")
         replace_folder(out / FIRST_STAGE, vqvae.save_pretrained)
         (out / FIRST_STAGE / "source.json").write_text(json.dumps({"vq": str(vq)}) + "\n")
+        if init is not None:
+            (out / "init.json").write_text(json.dumps({"init": str(init)}) + "\n")
     accelerator.wait_for_everyone()
 
     stream = BatchStream(train_set, cfg.batch_size or config.data.batch_size, cfg.seed,
-                         config.data.num_workers, accelerator.process_index, accelerator.num_processes)
+                         loader_workers(config.data), accelerator.process_index, accelerator.num_processes)
     task = DiffusionTask(accelerator, config, unet, style_encoder, vqvae, label_set,
                          holdout_batch(holdout, config.data.holdout_num), out)
-    return fit(accelerator, task, optimizer, cfg, stream, out, max_steps or cfg.max_steps, start, progress)
+    if task.latent_cache is not None and isinstance(train_set, CachedDataset) and train_set.filled:
+        task.latent_cache.fill(train_set, accelerator.device, progress and accelerator.is_local_main_process)
+    return fit(accelerator, task, optimizer, cfg, stream, out, max_steps or cfg.max_steps, start, progress,
+               max_minutes)
 
 
 def _item_keys(batch: dict) -> list:
@@ -262,6 +286,16 @@ def _item_keys(batch: dict) -> list:
     if keys is None:
         raise InputError("train.cache_latents: the dataset's items carry neither 'index' nor 'name'")
     return keys.tolist() if torch.is_tensor(keys) else list(keys)
+
+
+def _init_from_pipeline(unet, style_encoder, folder: Path) -> None:
+    pipe = SCADMPipeline.from_pretrained(folder)
+    for name, model, source in (("unet", unet, pipe.unet), ("style_encoder", style_encoder, pipe.style_encoder)):
+        try:
+            model.load_state_dict(source.state_dict())
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0][:200]
+            raise CheckpointError(f"--init {folder}: its {name} does not match the config ({first})") from None
 
 
 def _check_compatible(config: Config, unet, vqvae: VQModel, label_set: LabelSet, source) -> None:

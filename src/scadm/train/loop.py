@@ -117,10 +117,13 @@ def resolve_resume(out: Path, resume: str | Path | None) -> Path | None:
 
 
 def fit(accelerator: Accelerator, task: Task, optimizer, cfg: OptimConfig, stream: BatchStream,
-        out: Path, max_steps: int, start: Path | None, progress: bool = True) -> TrainResult:
+        out: Path, max_steps: int, start: Path | None, progress: bool = True,
+        max_minutes: float | None = None) -> TrainResult:
     """Train `task` to `max_steps` optimizer steps from checkpoint `start` (None: from scratch;
     see `resolve_resume`), checkpointing and exporting every `cfg.checkpoint_every` steps and at
-    the end."""
+    the end. `max_minutes` ends this invocation early, at the first logging step after that much
+    wall-clock time, exactly as if max_steps had been that step (a time-boxed job's last
+    checkpoint; `--max-steps` with the step reached repeats it)."""
     out = Path(out)
     scheduler = warmup_schedule(optimizer, cfg.warmup_steps)
     step, train_seconds = 0, 0.0
@@ -167,6 +170,8 @@ def fit(accelerator: Accelerator, task: Task, optimizer, cfg: OptimConfig, strea
             accelerator.log(metrics, step=step)
             bar.set_postfix(loss=f"{metrics['loss']:.4f}")
             window, tick = [], now
+            if max_minutes is not None and _out_of_time(accelerator, began, max_minutes):
+                max_steps = step
         paused = time.perf_counter()
         if step % cfg.sample_every == 0 or step == max_steps:
             if accelerator.is_main_process:
@@ -182,6 +187,12 @@ def fit(accelerator: Accelerator, task: Task, optimizer, cfg: OptimConfig, strea
     accelerator.end_training()
     return TrainResult(out=out, step=step, export=out / task.export_name, metrics=metrics,
                        resumed_from=start, train_seconds=elapsed() if trained else train_seconds)
+
+
+def _out_of_time(accelerator: Accelerator, began: float, max_minutes: float) -> bool:
+    """Whether any rank has run `max_minutes`: all ranks stop at the same step."""
+    late = torch.tensor(float(time.perf_counter() - began > 60 * max_minutes), device=accelerator.device)
+    return bool(accelerator.reduce(late, "sum").item() > 0)
 
 
 def _evaluate(accelerator: Accelerator, task: Task, step: int) -> dict[str, float]:
