@@ -56,9 +56,12 @@ def change_inside_outside(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> t
 
 
 def _visible_face(seed: int, size: int, pipe: SCADMPipeline):
-    """The first face from `seed` on whose latent grid (every f-th pixel, where the mask-
-    conditioned attention looks) one eye and both lips are present: at 64 px a small part can
-    fall between the grid points, and then its style has no way into the image."""
+    """The first face from `seed` whose l_eye, lips and hair the model can see. A model that
+    resizes the mask by nearest sampling (the authors' rule) sees only every f-th pixel at its
+    latent grid: at 64 px a small part can fall between the grid points, and then its style has no
+    way into the image. With "any" downsampling every part is seen and the first face is taken."""
+    if pipe.unet.config.get("mask_downsample", "nearest") == "any":
+        return render_face(seed, size)
     f = downsampling_factor(pipe.vqvae)
     names = pipe.label_set.names
     wanted = [names.index(p) for p in ("l_eye", "u_lip", "l_lip", "hair")]

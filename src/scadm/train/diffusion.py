@@ -260,7 +260,7 @@ def train_diffusion(config: Config | str | Path, out: str | Path, vq: str | Path
     unet, style_encoder, optimizer = accelerator.prepare(unet, style_encoder, optimizer)
     vqvae.to(accelerator.device).eval().requires_grad_(False)
     if start is None and cfg.scale_by_std:  # every rank computes the same value from the same images
-        set_scale_by_std(vqvae, torch.stack([train_set[i]["image"] for i in range(SCALE_BY_STD_IMAGES)]))
+        set_scale_by_std(vqvae, torch.stack([train_set[i]["image"] for i in range(min(SCALE_BY_STD_IMAGES, len(train_set)))]))
     if accelerator.is_main_process and start is None:
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
