@@ -1,0 +1,82 @@
+"""One face-parser interface over both networks: [-1, 1] images in, CelebAMask-HQ labels out.
+
+`load_face_parser("procedural")` reads procedural faces (the shipped demo domain, offline);
+`load_face_parser("bisenet")` reads aligned CelebA-HQ-style photos (needs the parse extra).
+Either returns a FaceParser: images (N, 3, H, W) in [-1, 1] -> int64 labels (N, H, W) in
+scadm.labels.CELEBAMASK_HQ order, at the input's own size.
+
+>>> parser = load_face_parser("procedural")
+>>> labels = parser(images)          # images: (N, 3, 64, 64) in [-1, 1]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scadm.errors import InputError
+from scadm.labels import NUM_CLASSES
+
+PARSERS = ("procedural", "bisenet")
+BISENET_INPUT = 512
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class FaceParser(nn.Module):
+    """Resizes images to the network's input size (bilinear), normalises them the way the
+    network was trained, upsamples the logits back (bilinear), takes the argmax and maps the
+    network's class ids to CelebAMask-HQ's."""
+
+    def __init__(self, net: nn.Module, input_size: int, mean: Sequence[float], std: Sequence[float],
+                 to_celebamask_hq: Sequence[int] = tuple(range(NUM_CLASSES)), batch_size: int = 8):
+        super().__init__()
+        self.net = net.eval()
+        self.input_size, self.batch_size = int(input_size), int(batch_size)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("remap", torch.tensor(to_celebamask_hq, dtype=torch.int64))
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dim() != 4 or images.shape[1] != 3 or not images.dtype.is_floating_point:
+            raise InputError(f"images: expected a float (N, 3, H, W) tensor in [-1, 1], got "
+                             f"{images.dtype} {tuple(images.shape)}")
+        self.eval()
+        out = [self._parse(chunk) for chunk in images.split(self.batch_size)]
+        return torch.cat(out) if out else images.new_zeros(images.shape[0], *images.shape[2:],
+                                                            dtype=torch.int64)
+
+    def _parse(self, images: torch.Tensor) -> torch.Tensor:
+        size = images.shape[-2:]
+        x = images.to(self.mean.device, torch.float32)
+        if tuple(size) != (self.input_size, self.input_size):
+            x = F.interpolate(x, size=(self.input_size,) * 2, mode="bilinear", align_corners=False,
+                              antialias=True)
+        x = ((x + 1) / 2 - self.mean) / self.std
+        logits = F.interpolate(self.net(x), size=size, mode="bilinear", align_corners=False)
+        return self.remap[logits.argmax(1)].to(images.device)
+
+
+def load_face_parser(name: str = "bisenet", weights: str | Path | None = None,
+                     device: str | torch.device = "cpu") -> FaceParser:
+    """A FaceParser by name: "procedural" (shipped weights, or a `scadm train-parser` folder)
+    or "bisenet" (the installed 79999_iter.pth, or that file's path)."""
+    if name == "procedural":
+        from scadm.parsing.procedural import PROCEDURAL_PARSER, load_procedural_net
+
+        net = load_procedural_net(weights or PROCEDURAL_PARSER)
+        # the net takes [-1, 1] directly: mean 0.5, std 0.5 undo the wrapper's [0, 1] step
+        parser = FaceParser(net, net.config.image_size, (0.5,) * 3, (0.5,) * 3)
+    elif name == "bisenet":
+        from scadm.parsing.weights import BISENET_TO_CELEBAMASK_HQ, load_bisenet
+
+        parser = FaceParser(load_bisenet(weights), BISENET_INPUT, IMAGENET_MEAN, IMAGENET_STD,
+                            BISENET_TO_CELEBAMASK_HQ)
+    else:
+        raise InputError(f"parser: unknown face parser {name!r}; choose {', '.join(PARSERS)}")
+    return parser.to(device)

