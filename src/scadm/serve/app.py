@@ -102,6 +102,21 @@ def _rgb(colour) -> str:
     return f"rgb({colour[0]}, {colour[1]}, {colour[2]})"
 
 
+def _face_column(role: str, example: int):
+    """The input column of the target or the reference: its view, example picker and uploads."""
+    with gr.Column(scale=1):
+        gr.Markdown(f"### {role.capitalize()}")
+        view = gr.Image(label=f"{role} | mask", interactive=False, elem_id=f"{role}-view", height=180)
+        with gr.Row():
+            picker = gr.Dropdown([f"face {i}" for i in range(EXAMPLES)], value=f"face {example}",
+                                 label="example", elem_id=f"{role}-example")
+            new = gr.Button("new random face", elem_id=f"{role}-new")
+        with gr.Row():
+            image = gr.File(label="upload image", file_types=UPLOAD_TYPES, elem_id=f"{role}-image")
+            mask = gr.File(label="upload mask", file_types=[".png"], elem_id=f"{role}-mask")
+    return view, picker, new, image, mask
+
+
 def build_app(models: Models) -> gr.Blocks:
     pipe = models.base
     label_set, size = pipe.label_set, pipe.image_size
@@ -211,27 +226,9 @@ def build_app(models: Models) -> gr.Blocks:
                     f" ({size}x{size}, {pipe.device.type}). Uploads are resized to {size}x{size}; masks are label "
                     "PNGs (pixel = class) or CelebAMask-HQ colour PNGs.")
         with gr.Row():
-            with gr.Column(scale=1):
-                gr.Markdown("### Target")
-                target_view = gr.Image(label="target | mask", interactive=False, elem_id="target-view", height=180)
-                with gr.Row():
-                    target_example = gr.Dropdown([f"face {i}" for i in range(EXAMPLES)], value="face 0",
-                                                 label="example", elem_id="target-example")
-                    target_new = gr.Button("new random face", elem_id="target-new")
-                with gr.Row():
-                    target_image = gr.File(label="upload image", file_types=UPLOAD_TYPES, elem_id="target-image")
-                    target_mask = gr.File(label="upload mask", file_types=[".png"], elem_id="target-mask")
-            with gr.Column(scale=1):
-                gr.Markdown("### Reference")
-                reference_view = gr.Image(label="reference | mask", interactive=False, elem_id="reference-view",
-                                          height=180)
-                with gr.Row():
-                    reference_example = gr.Dropdown([f"face {i}" for i in range(EXAMPLES)], value="face 1",
-                                                    label="example", elem_id="reference-example")
-                    reference_new = gr.Button("new random face", elem_id="reference-new")
-                with gr.Row():
-                    reference_image = gr.File(label="upload image", file_types=UPLOAD_TYPES, elem_id="reference-image")
-                    reference_mask = gr.File(label="upload mask", file_types=[".png"], elem_id="reference-mask")
+            target_view, target_example, target_new, target_image, target_mask = _face_column("target", 0)
+            reference_view, reference_example, reference_new, reference_image, reference_mask = \
+                _face_column("reference", 1)
             with gr.Column(scale=1):
                 gr.Markdown("### Result")
                 result_view = gr.Image(label="result", interactive=False, elem_id="result", height=256)
