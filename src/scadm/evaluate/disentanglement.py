@@ -43,7 +43,7 @@ def run_disentanglement(ev: Evaluation, figures: Path) -> ProtocolResult:
     figs = _plots(ev, rows, figures)
     figs.append(_grid(ev, figures))
     table = Table("Locality of partial swaps (means over faces showing the parts)",
-                  ["model", "parts", "steps", "g", "faces", "inside /255", "leakage /255 ↓", "transfer ↑",
+                  ["model", "parts", "steps", "g", "faces", "inside (0-1)", "leakage (0-1) ↓", "transfer ↑",
                    "GT transfer ↑", "GT leakage ↓"], table_rows,
                   "inside / leakage: mean |swap - reconstruction| inside / outside the parts (same seed and "
                   "sampler). transfer: 1 - d(swap)/d(reconstruction) of the parts' mean colours to the "
@@ -66,14 +66,14 @@ def _comparison(ev: Evaluation, rows: list[dict]) -> Table:
     steps, g = at[0]["steps"], at[0]["guidance"]
     body = [[r["parts"], r["model"]] + [r[f] for f in FIELDS] for r in at if r["steps"] == steps and r["guidance"] == g]
     body.sort(key=lambda row: row[0])
-    return Table(f"Models compared at {steps} steps, g={g:g}", ["parts", "model", "inside /255", "leakage /255 ↓",
+    return Table(f"Models compared at {steps} steps, g={g:g}", ["parts", "model", "inside (0-1)", "leakage (0-1) ↓",
                                                                 "transfer ↑", "GT transfer ↑", "GT leakage ↓"], body)
 
 
 def _plots(ev: Evaluation, rows: list[dict], figures: Path) -> list[tuple[str, str]]:
     o, out = ev.options, []
     steps = max(o.axis_steps)
-    for field, label in (("leakage", "leakage outside K (/255)"), ("transfer", "transfer toward reference")):
+    for field, label in (("leakage", "leakage outside K (0-1)"), ("transfer", "transfer toward reference")):
         series = {}
         for model in ev.models:
             for set_name in o.part_sets:

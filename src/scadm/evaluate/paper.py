@@ -125,7 +125,7 @@ def run_swap(ev: Evaluation, figures: Path) -> ProtocolResult:
               title=f"total style swap, {ev.options.render.label()}")
     table = _quality_table("Total style swap (target mask, all styles from the reference)", rows, _notes(ev))
     transfer = Table("Colour transfer toward the reference (1 = reached it, 0 = unchanged)",
-                     ["model", "faces", "change vs reconstruction /255", "transfer", "transfer (ground truth)"],
+                     ["model", "faces", "change vs reconstruction (0-1)", "transfer", "transfer (ground truth)"],
                      [[k, r["loc_count"], r["loc_inside"], r["loc_transfer"], r["loc_gt_transfer"]] for k, r in rows.items()])
     return ProtocolResult("swap", "Total style swap", "Target i's mask with every style of face i + 1.",
                           rows, [table, transfer], [("swap-grid.png", "targets, references and total swaps")])
@@ -152,8 +152,8 @@ def run_partial_swap(ev: Evaluation, figures: Path) -> ProtocolResult:
             labels.append(f"{model.name}: {set_name}")
     save_grid(grid, figures / "partial-swap-grid.png", row_labels=labels,
               title=f"partial style swaps, {ev.options.render.label()}")
-    table = Table("Partial swaps per part set", ["parts", "model", "faces", "FID ↓", "mIoU % ↑", "inside /255",
-                                                  "leakage /255 ↓", "transfer ↑", "GT transfer ↑", "GT leakage ↓"],
+    table = Table("Partial swaps per part set", ["parts", "model", "faces", "FID ↓", "mIoU % ↑", "inside (0-1)",
+                                                  "leakage (0-1) ↓", "transfer ↑", "GT transfer ↑", "GT leakage ↓"],
                   table_rows, _notes(ev) + " Inside / leakage: mean change vs the reconstruction inside / outside "
                   "the swapped parts; transfer: 1 - d(result)/d(reconstruction) of the parts' mean colours to the "
                   "reference's (GT: to the true swap); GT leakage: extra colour error of the other parts.")

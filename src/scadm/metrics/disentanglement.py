@@ -4,7 +4,7 @@ A partial swap of parts K renders the target's mask with the reference's styles 
 target's own for the rest. Measured against the reconstruction (same mask, seed and sampler, no
 swap), a local edit changes pixels inside K and leaves the rest alone:
 
-* `inside`: mean |result - reconstruction| over the pixels of K (/255): how much K moved.
+* `inside`: mean |result - reconstruction| over the pixels of K, in grey levels / 255 (0-1): how much K moved.
 * `leakage`: the same over the pixels outside K: what should not have moved.
 * `transfer`: how far K's colours moved toward the reference's, 1 - d(result) / d(reconstruction)
   (over a set of faces: 1 - mean d(result) / mean d(reconstruction)),
