@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from scadm.cli import main
+from scadm.errors import InputError
 from scadm.io import read_mask
 from scadm.labels import CELEBAMASK_HQ
 
@@ -110,3 +111,16 @@ def test_edit_with_an_automatic_mask(photos, tiny_pipe, tmp_path):
     assert main(["edit", "--model", str(tmp_path / "model"), "--image", str(photos / "astronaut.png"),
                  "--mask", "auto", "--steps", "1", "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "astronaut_reconstruct_grid.png").is_file()
+
+
+def test_web_editor_masks_an_uploaded_photo_automatically(photos):
+    from scadm.labels import LabelSet
+    from scadm.serve.editor import auto_mask_upload
+
+    face, notes = auto_mask_upload(photos / "astronaut.png", CELEBAMASK_HQ, 64, "target")
+    assert face.image.shape == (64, 64, 3) and face.image.dtype == np.uint8 and face.labels.shape == (64, 64)
+    present = {CELEBAMASK_HQ.names[k] for k in np.unique(face.labels)}
+    assert {"skin", "hair", "nose"} <= present and "automatic" in face.name and notes
+    other = LabelSet(names=("bg", "person"), palette=((0, 0, 0), (255, 255, 255)))
+    with pytest.raises(InputError, match="CelebAMask-HQ"):
+        auto_mask_upload(photos / "astronaut.png", other, 64, "target")

@@ -144,16 +144,21 @@ def build_app(models: Models) -> gr.Blocks:
                 legend_html(face.labels, label_set), f"Target: {face.name}, {size}x{size}.")
 
     @_shows_errors
-    def load_target(image_file, mask_file):
+    def load_target(image_file, mask_file, auto):
+        if image_file and not mask_file and auto:
+            return target_outputs(*editor.auto_mask_upload(image_file, label_set, size, "target"))
         if not image_file or not mask_file:
             return (gr.skip(),) * 5 + ("Target: upload both the image and its mask.",)
         return target_outputs(*editor.load_upload(image_file, mask_file, label_set, size, "target"))
 
     @_shows_errors
-    def load_reference(image_file, mask_file):
-        if not image_file or not mask_file:
+    def load_reference(image_file, mask_file, auto):
+        if image_file and not mask_file and auto:
+            face, notes = editor.auto_mask_upload(image_file, label_set, size, "reference")
+        elif not image_file or not mask_file:
             return gr.skip(), gr.skip(), "Reference: upload both the image and its mask."
-        face, notes = editor.load_upload(image_file, mask_file, label_set, size, "reference")
+        else:
+            face, notes = editor.load_upload(image_file, mask_file, label_set, size, "reference")
         for note in notes:
             gr.Info(note)
         return face, show_face(face), f"Reference: {face.name}."
@@ -233,6 +238,8 @@ def build_app(models: Models) -> gr.Blocks:
                 gr.Markdown("### Result")
                 result_view = gr.Image(label="result", interactive=False, elem_id="result", height=256)
                 status = gr.Markdown("Load faces, choose parts, press Generate.", elem_id="status")
+                auto_mask = gr.Checkbox(False, label="photos without a mask: align and parse them (needs the "
+                                        "parse extras; CelebAMask-HQ models)", elem_id="auto-mask")
                 downloads = gr.File(label="download: result, mask, settings.json, bundle (replay with scadm edit)",
                                     file_count="multiple", interactive=False, elem_id="downloads")
         with gr.Row():
@@ -278,9 +285,9 @@ def build_app(models: Models) -> gr.Blocks:
         target_outs = [target_state, mask_state, target_view, painter, legend, status]
         reference_outs = [reference_state, reference_view, status]
         for files in (target_image, target_mask):
-            files.change(load_target, [target_image, target_mask], target_outs)
+            files.change(load_target, [target_image, target_mask, auto_mask], target_outs)
         for files in (reference_image, reference_mask):
-            files.change(load_reference, [reference_image, reference_mask], reference_outs)
+            files.change(load_reference, [reference_image, reference_mask, auto_mask], reference_outs)
         target_example.input(pick_target, target_example, target_outs)
         target_new.click(functools.partial(pick_target, new=True), target_example, target_outs)
         reference_example.input(pick_reference, reference_example, reference_outs)

@@ -178,6 +178,17 @@ def load_upload(image_path: str | Path, mask_path: str | Path, label_set: LabelS
     return Face(to_uint8(image), labels.numpy(), f"uploaded {role}"), notes
 
 
+def auto_mask_upload(image_path: str | Path, label_set: LabelSet, size: int, role: str) -> tuple[Face, list[str]]:
+    """An uploaded photo without a mask: aligned and labelled by the face parser (`scadm parse`,
+    the `parse` extras), for models with CelebAMask-HQ's classes."""
+    _check_upload(Path(image_path), f"{role} image")
+    from scadm.parsing.photo import auto_mask_face
+
+    image, labels = auto_mask_face(image_path, size, label_set)
+    note = f"{role}: aligned and parsed automatically (BiSeNet, non-commercial CelebAMask-HQ weights)"
+    return Face(to_uint8(image), labels.numpy(), f"uploaded {role}, automatic mask"), [note]
+
+
 def _check_upload(path: Path, what: str) -> tuple[int, int]:
     """Reject before decoding: files over MAX_UPLOAD_BYTES or sides over MAX_UPLOAD_SIDE."""
     if not path.is_file():
