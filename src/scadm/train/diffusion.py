@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import VQModel
+from torch.utils.data import default_collate
 from tqdm.auto import tqdm
 
 from scadm.errors import CheckpointError, InputError
@@ -98,10 +99,10 @@ class LatentCache:
         """Encode every item of `dataset` (in memory already: one batch per launch, not one
         image, which on a GPU is the difference between seconds and minutes)."""
         for begin in tqdm(range(0, len(dataset), self.FILL_CHUNK), desc="encoding latents", disable=not progress):
-            items = [dataset[i] for i in range(begin, min(begin + self.FILL_CHUNK, len(dataset)))]
-            latents = encode(self.vqvae, torch.stack([x["image"] for x in items]).to(device)).float()
-            for item, z in zip(items, latents):
-                self.latents[_item_keys({k: [v] for k, v in item.items()})[0]] = z[None]
+            batch = default_collate([dataset[i] for i in range(begin, min(begin + self.FILL_CHUNK, len(dataset)))])
+            latents = encode(self.vqvae, batch["image"].to(device)).float()
+            for key, z in zip(_item_keys(batch), latents):
+                self.latents[key] = z[None]
 
 
 class UNetEMA:
@@ -260,7 +261,7 @@ def train_diffusion(config: Config | str | Path, out: str | Path, vq: str | Path
     unet, style_encoder, optimizer = accelerator.prepare(unet, style_encoder, optimizer)
     vqvae.to(accelerator.device).eval().requires_grad_(False)
     if start is None and cfg.scale_by_std:  # every rank computes the same value from the same images
-        set_scale_by_std(vqvae, torch.stack([train_set[i]["image"] for i in range(min(SCALE_BY_STD_IMAGES, len(train_set)))]))
+        set_scale_by_std(vqvae, holdout_batch(train_set, SCALE_BY_STD_IMAGES)[0])
     if accelerator.is_main_process and start is None:
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
