@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -6,6 +7,7 @@ import torch
 from tiny_models import face
 from scadm.errors import CheckpointError, InputError
 from scadm.pipeline import SCADMPipeline
+from scadm.schedule import NoiseSchedule
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +69,31 @@ def test_save_and_load_round_trip(tiny_pipe, faces, tmp_path):
     assert torch.equal(a, b)
     assert loaded.unconditional == tiny_pipe.unconditional
     assert loaded.label_set == tiny_pipe.label_set
+
+
+def test_v_prediction_pipeline_steps_with_the_eps_its_v_implies(tiny_pipe, faces, tmp_path, monkeypatch):
+    """A UNet that outputs the exact v of a one-point data distribution must lead DDIM to that point.
+    For a point mass DDIM keeps the eps of its first step (t = 901 of 10 steps), so the result is
+    sqrt(abar_0) z* + sqrt(1 - abar_0) eps_901(x_T)."""
+    v_pipe = dataclasses.replace(tiny_pipe, schedule=NoiseSchedule(prediction_type="v_prediction"))
+    v_pipe.save_pretrained(tmp_path / "v")
+    assert SCADMPipeline.from_pretrained(tmp_path / "v").schedule == v_pipe.schedule
+    image, labels = faces[0]
+    z_star = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 1.6 - 0.8
+    abar = v_pipe.schedule.alphas_cumprod
+
+    def exact_v(x, t, context, mask):
+        a = abar[t].view(-1, 1, 1, 1)
+        eps = (x - a.sqrt() * z_star) / (1 - a).sqrt()
+        return a.sqrt() * eps - (1 - a).sqrt() * z_star
+
+    monkeypatch.setattr(v_pipe.unet, "forward", exact_v)
+    monkeypatch.setattr("scadm.pipeline.decode", lambda vqvae, z: z)  # look at the latent itself
+    z_0 = v_pipe(labels[None], v_pipe.encode_style(image[None], labels[None]), num_inference_steps=10,
+                 guidance_scale=1.5, seed=3)
+    x_T = torch.randn((1, 3, 16, 16), generator=torch.Generator().manual_seed(3))
+    eps = (x_T - abar[901].sqrt() * z_star) / (1 - abar[901]).sqrt()
+    torch.testing.assert_close(z_0, abar[0].sqrt() * z_star + (1 - abar[0]).sqrt() * eps, rtol=0, atol=1e-5)
 
 
 def test_bf16_runs_and_stays_close(tiny_pipe, faces, tmp_path):

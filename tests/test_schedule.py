@@ -40,5 +40,28 @@ def test_q_sample_is_eq3():
 
 def test_schedule_config_round_trips_through_a_dict():
     d = SCHEDULE.to_dict()
-    assert d == {"num_train_timesteps": 1000, "linear_start": 0.0015, "linear_end": 0.0195}
+    assert d == {"num_train_timesteps": 1000, "linear_start": 0.0015, "linear_end": 0.0195,
+                 "prediction_type": "epsilon"}
     assert NoiseSchedule(**d) == SCHEDULE
+    # a model_index.json written before prediction_type existed means the authors' eps-prediction
+    del d["prediction_type"]
+    assert NoiseSchedule(**d) == SCHEDULE
+
+
+def test_v_target_is_salimans_ho_and_converts_back_to_the_drawn_noise():
+    v_schedule = NoiseSchedule(prediction_type="v_prediction")
+    ac64 = closed_form_alphas_cumprod64()
+    x0, noise = torch.randn(4, 3, 5, 5, dtype=torch.float64).float(), torch.randn(4, 3, 5, 5)
+    t = torch.tensor([0, 250, 800, 999])
+    a = torch.from_numpy(ac64[t.numpy()]).view(-1, 1, 1, 1)
+    v = a.sqrt() * noise.double() - (1 - a).sqrt() * x0.double()
+    torch.testing.assert_close(v_schedule.target(x0, t, noise).double(), v, rtol=0, atol=1e-6)
+    x_t = v_schedule.q_sample(x0, t, noise)
+    torch.testing.assert_close(v_schedule.eps_from_output(x_t, t, v.float()), noise, rtol=0, atol=1e-5)
+    # eps-prediction: the target is the noise and the output is used as it is
+    assert SCHEDULE.target(x0, t, noise) is noise and SCHEDULE.eps_from_output(x_t, t, x0) is x0
+
+
+def test_unknown_prediction_type_is_refused():
+    with pytest.raises(ValueError, match="prediction_type.*sample"):
+        NoiseSchedule(prediction_type="sample")

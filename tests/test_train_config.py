@@ -4,7 +4,8 @@ import pytest
 import yaml
 
 from scadm.errors import InputError
-from scadm.train.config import build_style_encoder, build_unet, build_vqvae, load_config
+from scadm.train.config import (build_style_encoder, build_unet, build_vqvae, check_resume_config, load_config,
+                                save_config)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -70,6 +71,7 @@ def test_exponent_without_dot_is_read_as_a_number(tmp_path):
     ("train", {"max_steps": 1.5}, r"train\.max_steps must be a int"),
     ("train", {"mixed_precision": "fp8"}, r"train\.mixed_precision must be one of"),
     ("train", {"unconditional": "none"}, r"train\.unconditional must be one of"),
+    ("train", {"prediction_type": "x0"}, r"train\.prediction_type must be one of"),
     ("train", {"betas": [0.9]}, r"train\.betas must be a list of 2 numbers"),
     ("model", {"style_encoder": {"num_downsample": 3, "num_upsample": 2, "num_feat": 1, "style_dim": 9}},
      r"model\.unet\.context_dim must be num_upsample \* style_dim = 18"),
@@ -90,3 +92,24 @@ def test_overrides_set_nested_values_and_are_checked_like_the_file():
         load_config(CONFIGS / "demo-procedural-64.yaml", ["train.max_step=3"])
     with pytest.raises(InputError, match="expected KEY=VALUE"):
         load_config(CONFIGS / "demo-procedural-64.yaml", ["train.max_steps"])
+
+
+@pytest.mark.parametrize("kind", ["synthetic", "folder"])
+def test_a_saved_config_loads_back_unchanged(tmp_path, kind):
+    raw = _tiny()
+    if kind == "folder":
+        raw["data"] = {"kind": "folder", "root": "faces", "flip": True, "size": 32, "batch_size": 4}
+    config = load_config(_write(tmp_path, raw))
+    save_config(config, tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml") == config
+
+
+def test_resume_refuses_a_config_that_changes_the_run_and_allows_reporting_changes(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(load_config(_write(tmp_path, _tiny())), run / "config.yaml")
+    same_training = _tiny(train={"max_steps": 99, "checkpoint_every": 7}, data={"num_workers": 2})
+    check_resume_config(load_config(_write(tmp_path, same_training)), run)
+    other = load_config(_write(tmp_path, _tiny(data={"num": 17}, train={"prediction_type": "v_prediction"})))
+    with pytest.raises(InputError, match=r"data\.num: 16 -> 17, train\.prediction_type: 'epsilon' -> 'v_prediction'"):
+        check_resume_config(other, run)

@@ -56,6 +56,21 @@ def test_style_dropout_zeroes_chosen_style_images_and_never_the_mask(tiny):
     assert torch.equal(style_mask, mask) and torch.equal(seen["unet_mask"], mask)
 
 
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_loss_regresses_the_schedules_target(tiny, prediction_type):
+    config, _, style_encoder, vqvae, image, mask = tiny
+    schedule = NoiseSchedule(prediction_type=prediction_type)
+    z0 = encode(vqvae, image).detach()
+    loss = diffusion_loss(lambda x, *_: torch.zeros_like(x), style_encoder, schedule, z0, image, mask,
+                          torch.Generator().manual_seed(5), style_dropout=0.5)
+    g = torch.Generator().manual_seed(5)  # replay: t, then the noise
+    t = torch.randint(0, 1000, (4,), generator=g)
+    noise = torch.randn(z0.shape, generator=g)
+    a = schedule.alphas_cumprod[t].view(-1, 1, 1, 1)
+    target = noise if prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * z0
+    assert loss.item() == pytest.approx(target.pow(2).mean().item(), rel=1e-5)
+
+
 def test_loss_decreases_when_overfitting_one_batch(tiny):
     config, _, _, vqvae, image, mask = tiny
     torch.manual_seed(1)

@@ -122,7 +122,11 @@ class SCADMPipeline:
                 first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
                 raise CheckpointError(f"{sub}: cannot load the {name} ({first})") from None
         labels = index["labels"]
-        pipe = cls(**parts, schedule=NoiseSchedule(**index["schedule"]),
+        try:
+            schedule = NoiseSchedule(**index["schedule"])
+        except (TypeError, InputError) as err:
+            raise CheckpointError(f"{index_path}: bad schedule ({err})") from None
+        pipe = cls(**parts, schedule=schedule,
                    label_set=label_set_from_config(labels["names"], [tuple(c) for c in labels["palette"]]),
                    image_size=index["image_size"], unconditional=index["unconditional"])
         return pipe.to(device=device)
@@ -208,5 +212,5 @@ class SCADMPipeline:
         return decode(self.vqvae, z_0.to(self.dtype)).float().clamp(-1, 1)
 
     def _unet_fp32_io(self, x, t, context, mask):
-        """The UNet in its own dtype, with the sampler's float32 state in and out."""
-        return self.unet(x.to(self.dtype), t, context, mask).float()
+        """The UNet in its own dtype, with the sampler's float32 state in and its eps out."""
+        return self.schedule.eps_from_output(x, t, self.unet(x.to(self.dtype), t, context, mask).float())

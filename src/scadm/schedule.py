@@ -1,4 +1,4 @@
-"""The authors' noise schedule and the forward process (paper Eq. 1 and Eq. 3).
+"""The authors' noise schedule, the forward process (paper Eq. 1 and Eq. 3) and what the UNet predicts.
 
 LDM's "linear" schedule: the square roots of beta are spaced linearly, then squared. Everything is
 computed in float64 and stored as float32, as the authors' registered buffers are, so
@@ -11,9 +11,16 @@ from functools import cached_property
 
 import torch
 
+from scadm.errors import InputError
+
 NUM_TRAIN_TIMESTEPS = 1000
 LINEAR_START = 0.0015  # beta_1 (face config)
 LINEAR_END = 0.0195  # beta_T
+#: What the UNet outputs. "epsilon": the noise (paper Eq. 2, the authors' checkpoints). "v_prediction":
+#: v = sqrt(abar) eps - sqrt(1 - abar) x_0 (Salimans & Ho 2022), a scadm option for its own models:
+#: its loss weighs the x_0 error by SNR + 1 instead of SNR, so at high noise (SNR ~ 0.02 at t = 800,
+#: where DDIM starts) the style colours are learned, not left to the last steps.
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
 @dataclass(frozen=True)
@@ -28,6 +35,12 @@ class NoiseSchedule:
     num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
     linear_start: float = LINEAR_START
     linear_end: float = LINEAR_END
+    prediction_type: str = "epsilon"
+
+    def __post_init__(self):
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise InputError(f"prediction_type: expected one of {', '.join(PREDICTION_TYPES)}, "
+                             f"got {self.prediction_type!r}")
 
     @cached_property
     def _betas64(self) -> torch.Tensor:
@@ -67,7 +80,28 @@ class NoiseSchedule:
         Uses the float32 square-root buffers (rounded from float64), as the authors' `q_sample` does;
         `t` is an int64 tensor (B,) of 0-indexed timesteps, `x0` and `noise` are (B, ...).
         """
-        shape = (-1,) + (1,) * (x0.ndim - 1)  # (B, 1, 1, 1) for images
-        sqrt_a = self.sqrt_alphas_cumprod.to(x0.device)[t].view(shape).to(x0.dtype)
-        sqrt_1ma = self.sqrt_one_minus_alphas_cumprod.to(x0.device)[t].view(shape).to(x0.dtype)
+        sqrt_a, sqrt_1ma = self._coefficients(t, x0)
         return sqrt_a * x0 + sqrt_1ma * noise
+
+    def target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """What the UNet is trained to output for x_t = q_sample(x0, t, noise): noise or v."""
+        if self.prediction_type == "epsilon":
+            return noise
+        sqrt_a, sqrt_1ma = self._coefficients(t, x0)
+        return sqrt_a * noise - sqrt_1ma * x0
+
+    def eps_from_output(self, x_t: torch.Tensor, t: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """The UNet's output as the noise estimate the samplers step with: eps = sqrt(abar) v +
+        sqrt(1 - abar) x_t for v-prediction (linear in the output, so guidance may mix either)."""
+        if self.prediction_type == "epsilon":
+            return output
+        sqrt_a, sqrt_1ma = self._coefficients(t, x_t)
+        return sqrt_a * output + sqrt_1ma * x_t
+
+    def _coefficients(self, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """sqrt(abar_t), sqrt(1 - abar_t) for each row of `like` (B, ...), in its dtype and device."""
+        shape = (-1,) + (1,) * (like.ndim - 1)  # (B, 1, 1, 1) for images
+        t = t.to(like.device)
+        sqrt_a = self.sqrt_alphas_cumprod.to(like.device)[t].view(shape).to(like.dtype)
+        sqrt_1ma = self.sqrt_one_minus_alphas_cumprod.to(like.device)[t].view(shape).to(like.dtype)
+        return sqrt_a, sqrt_1ma

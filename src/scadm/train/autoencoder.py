@@ -28,7 +28,7 @@ from diffusers import VQModel
 from scadm.io import save_grid
 from scadm.models.autoencoder import decode, encode
 from scadm.train.checkpoint import replace_folder
-from scadm.train.config import Config, build_vqvae, load_config, save_config
+from scadm.train.config import Config, build_vqvae, check_resume_config, load_config, save_config
 from scadm.train.data import BatchStream, build_datasets, holdout_batch, loader_workers
 from scadm.train.loop import Task, TrainResult, fit, make_accelerator, resolve_resume
 
@@ -113,6 +113,8 @@ def train_vq(config: Config | str | Path, out: str | Path, max_steps: int | None
     cfg, out = config.train_vq, Path(out)
     accelerator = make_accelerator(cfg, out, cpu=cpu)
     start = resolve_resume(out, resume)
+    if start is not None:
+        check_resume_config(config, out)
     train_set, holdout, _ = build_datasets(config.data)
     torch.manual_seed(cfg.seed)
     vqvae = build_vqvae(config)

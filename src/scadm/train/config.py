@@ -25,6 +25,7 @@ from scadm.models.autoencoder import VQ_F4_CONFIG, vq_f4
 from scadm.models.style_encoder import StyleEncoder
 from scadm.models.unet import SCADMUNet
 from scadm.pipeline import UNCONDITIONAL_INPUTS
+from scadm.schedule import PREDICTION_TYPES
 
 DATA_KINDS = ("synthetic", "folder")
 MIXED_PRECISION = ("no", "bf16", "fp16")
@@ -87,6 +88,7 @@ class DiffusionTrainConfig(OptimConfig):
     ema_decay: float | None = 0.9999  # None: no EMA
     style_dropout: float = 0.5  # share of style-encoder input images zeroed (paper Sec. 4: 50 %)
     unconditional: str = "blank"  # recorded in the pipeline: see scadm.pipeline
+    prediction_type: str = "epsilon"  # or "v_prediction" (scadm.schedule.PREDICTION_TYPES)
     sample_steps: int = 25  # DDIM steps of the sample grids
     sample_guidance: float = 1.0
     export_raw: bool = False  # also write the non-EMA UNet as DIR/pipeline-raw
@@ -110,7 +112,12 @@ class Config:
     train_vq: VQTrainConfig = field(default_factory=VQTrainConfig)
 
     def to_dict(self) -> dict:
-        return _plain(asdict(self))
+        """Plain values, without the keys the other data kind reads: what `load_config` accepts."""
+        raw = _plain(asdict(self))
+        for kind, keys in KIND_KEYS.items():
+            if kind != self.data.kind:
+                raw["data"] = {k: v for k, v in raw["data"].items() if k not in keys}
+        return raw
 
 
 def _plain(value):
@@ -289,6 +296,8 @@ def check_config(config: Config, source: str = "<config>") -> None:
     need(t.ema_decay is None or 0.0 < t.ema_decay < 1.0, f"train.ema_decay must be in (0, 1) or null")
     need(t.unconditional in UNCONDITIONAL_INPUTS,
          f"train.unconditional must be one of {UNCONDITIONAL_INPUTS}, got {t.unconditional!r}")
+    need(t.prediction_type in PREDICTION_TYPES,
+         f"train.prediction_type must be one of {PREDICTION_TYPES}, got {t.prediction_type!r}")
 
     unet = _constructor_args(SCADMUNet.__init__, m.unet, "unet", source)
     style = _constructor_args(StyleEncoder.__init__, m.style_encoder, "style_encoder", source)
@@ -325,3 +334,40 @@ def build_vqvae(config: Config):
 
 def save_config(config: Config, path: Path) -> None:
     path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+# Settings a resumed run may change: when it stops, how often it reports, how faces are rendered.
+RESUMABLE_KEYS = {"data.num_workers", "train.max_steps", "train_vq.max_steps"} | {
+    f"{section}.{key}" for section in ("train", "train_vq")
+    for key in ("checkpoint_every", "keep_checkpoints", "sample_every", "log_every")}
+
+
+def check_resume_config(config: Config, run: Path) -> None:
+    """Refuse to resume the run in `run` with settings that change what it trains (data, model,
+    optimiser, objective...): the result would be neither run. Names the keys that differ."""
+    saved_path = Path(run) / "config.yaml"
+    if not saved_path.is_file():
+        return
+    raw = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+    data = raw.get("data") or {}
+    for kind, keys in KIND_KEYS.items():  # runs saved before to_dict dropped them list every key
+        if kind != data.get("kind", DataConfig.kind):
+            raw["data"] = {k: v for k, v in data.items() if k not in keys}
+    saved, given = _flatten(config_from_dict(raw, str(saved_path)).to_dict()), _flatten(config.to_dict())
+    changed = sorted(k for k in saved.keys() | given.keys()
+                     if saved.get(k) != given.get(k) and k not in RESUMABLE_KEYS)
+    if changed:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {given.get(k)!r}" for k in changed[:4])
+        more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        raise InputError(f"--resume: the config differs from the run's {saved_path} ({shown}{more}); "
+                         f"resume with that file (or the same --set options) as CONFIG")
+
+
+def _flatten(raw: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

@@ -44,7 +44,8 @@ from scadm.pipeline import SCADMPipeline
 from scadm.schedule import NoiseSchedule
 from scadm.train.autoencoder import psnr
 from scadm.train.checkpoint import replace_folder
-from scadm.train.config import Config, build_style_encoder, build_unet, load_config, save_config
+from scadm.train.config import (Config, build_style_encoder, build_unet, check_resume_config, load_config,
+                                save_config)
 from scadm.train.data import BatchStream, CachedDataset, build_datasets, holdout_batch, loader_workers
 from scadm.train.loop import Task, TrainResult, fit, make_accelerator, resolve_resume
 
@@ -72,8 +73,9 @@ def diffusion_loss(unet, style_encoder, schedule: NoiseSchedule, z0: torch.Tenso
     noise = torch.randn(z0.shape, generator=generator).to(z0.device)
     drop = (torch.rand(b, generator=generator) < style_dropout).to(z0.device)
     context = style_encoder(drop_style_images(image, drop), mask)  # (B, C, L*D)
-    eps = unet(schedule.q_sample(z0, t, noise), t, context, mask)
-    return F.mse_loss(eps.float(), noise)  # mean over C,H,W and batch, as the authors average
+    output = unet(schedule.q_sample(z0, t, noise), t, context, mask)
+    target = schedule.target(z0, t, noise)  # eps (the paper's), or v
+    return F.mse_loss(output.float(), target)  # mean over C,H,W and batch, as the authors average
 
 
 class LatentCache:
@@ -157,7 +159,8 @@ class DiffusionTask(Task):
         self.accelerator, self.config, self.cfg, self.out = accelerator, config, config.train, Path(out)
         self.unet, self.style_encoder, self.vqvae = unet, style_encoder, vqvae
         self.models = {"unet": unet, "style_encoder": style_encoder}
-        self.label_set, self.holdout, self.schedule = label_set, holdout, NoiseSchedule()
+        self.label_set, self.holdout, self.schedule = (label_set, holdout,
+                                                         NoiseSchedule(prediction_type=self.cfg.prediction_type))
         self.latent_cache = LatentCache(vqvae) if self.cfg.cache_latents else None
         decay = self.cfg.ema_decay
         self.ema = UNetEMA(accelerator.unwrap_model(unet), decay) if decay is not None else None
@@ -243,6 +246,8 @@ def train_diffusion(config: Config | str | Path, out: str | Path, vq: str | Path
     cfg, out = config.train, Path(out)
     accelerator = make_accelerator(cfg, out, cpu=cpu, find_unused_parameters=True)
     start = resolve_resume(out, resume)
+    if start is not None:
+        check_resume_config(config, out)
     if vq is None:
         if start is None:
             raise InputError("--vq: a fresh run needs a first stage (a `scadm train-vq` run folder or a "
