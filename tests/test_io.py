@@ -7,12 +7,12 @@ import torch
 from PIL import Image
 
 from scadm.errors import InputError
+from scadm.figures import save_grid
 from scadm.io import (
     mask_to_rgb,
     read_image,
     read_mask,
     read_pair,
-    save_grid,
     save_image,
     save_mask,
     to_uint8,

@@ -190,7 +190,8 @@ def _read_face(pipe, image_path, mask_path, flag):
 
 
 def _sample(args) -> int:
-    from .io import mask_to_rgb, read_mask, save_grid, save_image
+    from .figures import save_grid
+    from .io import mask_to_rgb, read_mask, save_image
 
     pipe = _load_pipeline(args)
     reference = None
@@ -216,7 +217,8 @@ def _sample(args) -> int:
 
 def _edit(args) -> int:
     from .editing import absent_parts, edit_codes
-    from .io import mask_to_rgb, read_mask, save_grid, save_image
+    from .figures import save_grid
+    from .io import mask_to_rgb, read_mask, save_image
 
     settings = None
     if args.settings:

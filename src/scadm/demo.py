@@ -15,7 +15,8 @@ import torch
 
 from .data.synthetic import render_face, swap_parts
 from .editing import edit_codes
-from .io import mask_to_rgb, save_grid, to_uint8
+from .figures import save_grid
+from .io import mask_to_rgb, to_uint8
 from .models.autoencoder import downsampling_factor
 from .pipeline import SCADMPipeline
 

@@ -14,7 +14,7 @@ from scadm.evaluate.context import Evaluation, RenderSettings
 from scadm.evaluate.data import reference_index
 from scadm.evaluate.paper import locality, partial_swaps, reconstructions
 from scadm.evaluate.report import ProtocolResult, Table, line_plot
-from scadm.io import save_grid
+from scadm.figures import save_grid
 
 FIELDS = ("inside", "leakage", "transfer", "gt_transfer", "gt_leakage")
 DIFF_GAIN = 4  # |result - reconstruction| x 4 in the difference maps, so small leaks are visible

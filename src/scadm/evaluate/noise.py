@@ -11,7 +11,7 @@ from pathlib import Path
 from scadm.evaluate.context import Evaluation, Model, RenderItem
 from scadm.evaluate.report import ProtocolResult, Table, line_plot
 from scadm.evaluate.timing import seconds_per_image
-from scadm.io import save_grid
+from scadm.figures import save_grid
 from scadm.metrics.lpips import pairwise_diversity
 
 DIVERSITY_SEED_STRIDE = 100_003  # sample k of face i uses seed + i + k * stride

@@ -18,7 +18,7 @@ from scadm.data.synthetic import CLASS_NAMES, swap_parts
 from scadm.evaluate.context import Evaluation, Model
 from scadm.evaluate.data import reference_index
 from scadm.evaluate.report import ProtocolResult, Table
-from scadm.io import save_grid
+from scadm.figures import save_grid
 from scadm.metrics.disentanglement import mean_locality, swap_locality
 from scadm.metrics.ssim import ssim
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import VQModel
 
-from scadm.io import save_grid
+from scadm.figures import save_grid
 from scadm.models.autoencoder import decode, encode
 from scadm.train.checkpoint import replace_folder
 from scadm.train.config import Config, build_vqvae, check_resume_config, load_config, save_config

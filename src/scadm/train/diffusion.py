@@ -37,7 +37,7 @@ from torch.utils.data import default_collate
 from tqdm.auto import tqdm
 
 from scadm.errors import CheckpointError, InputError
-from scadm.io import save_grid
+from scadm.figures import save_grid
 from scadm.labels import LabelSet, one_hot
 from scadm.models.autoencoder import downsampling_factor, encode, set_scale_by_std
 from scadm.pipeline import SCADMPipeline
