@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from tiny_models import face
+from tiny_models import face, tiny_pipeline
 from scadm.errors import CheckpointError, InputError
 from scadm.pipeline import SCADMPipeline
 from scadm.schedule import NoiseSchedule
@@ -104,6 +104,17 @@ def test_bf16_runs_and_stays_close(tiny_pipe, faces, tmp_path):
     ref = tiny_pipe(labels[None], tiny_pipe.encode_style(image[None], labels[None]), num_inference_steps=3)
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     assert (out - ref).abs().mean() < 0.1
+
+
+def test_casting_a_pipeline_is_quiet_and_casts_every_network(monkeypatch):
+    from diffusers.models import modeling_utils
+
+    warnings = []  # diffusers' ModelMixin.to warns about fp32 modules on every cast
+    monkeypatch.setattr(modeling_utils.logger, "warning", lambda message, *a, **k: warnings.append(message))
+    pipe = tiny_pipeline()
+    pipe.to(dtype=torch.bfloat16)
+    assert warnings == []
+    assert {next(m.parameters()).dtype for m in pipe.models()} == {torch.bfloat16}
 
 
 def test_bad_inputs_are_named(tiny_pipe, faces, tmp_path):

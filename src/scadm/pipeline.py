@@ -78,7 +78,9 @@ class SCADMPipeline:
         the sampler's state and coefficients stay float32."""
         moves = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
         for model in self.models():
-            model.to(**moves)
+            # nn.Module's own `to`: diffusers' ModelMixin.to warns about "modules that should be kept
+            # in float32" on every dtype cast, even when, as here, there are none
+            torch.nn.Module.to(model, **moves)
         return self
 
     def save_pretrained(self, folder: str | Path) -> None:
