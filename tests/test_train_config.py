@@ -108,8 +108,11 @@ def test_resume_refuses_a_config_that_changes_the_run_and_allows_reporting_chang
     run = tmp_path / "run"
     run.mkdir()
     save_config(load_config(_write(tmp_path, _tiny())), run / "config.yaml")
+    diffusion, vq = ("data", "model", "train"), ("data", "model.vqvae", "train_vq")
     same_training = _tiny(train={"max_steps": 99, "checkpoint_every": 7}, data={"num_workers": 2})
-    check_resume_config(load_config(_write(tmp_path, same_training)), run)
+    check_resume_config(load_config(_write(tmp_path, same_training)), run, diffusion)
     other = load_config(_write(tmp_path, _tiny(data={"num": 17}, train={"prediction_type": "v_prediction"})))
     with pytest.raises(InputError, match=r"data\.num: 16 -> 17, train\.prediction_type: 'epsilon' -> 'v_prediction'"):
-        check_resume_config(other, run)
+        check_resume_config(other, run, diffusion)
+    with pytest.raises(InputError, match=r"data\.num: 16 -> 17\)"):  # the first stage ignores train.*
+        check_resume_config(other, run, vq)

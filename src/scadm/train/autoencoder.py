@@ -114,7 +114,7 @@ def train_vq(config: Config | str | Path, out: str | Path, max_steps: int | None
     accelerator = make_accelerator(cfg, out, cpu=cpu)
     start = resolve_resume(out, resume)
     if start is not None:
-        check_resume_config(config, out)
+        check_resume_config(config, out, ("data", "model.vqvae", "train_vq"))
     train_set, holdout, _ = build_datasets(config.data)
     torch.manual_seed(cfg.seed)
     vqvae = build_vqvae(config)

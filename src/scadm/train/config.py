@@ -342,9 +342,10 @@ RESUMABLE_KEYS = {"data.num_workers", "train.max_steps", "train_vq.max_steps"} |
     for key in ("checkpoint_every", "keep_checkpoints", "sample_every", "log_every")}
 
 
-def check_resume_config(config: Config, run: Path) -> None:
+def check_resume_config(config: Config, run: Path, sections: tuple[str, ...]) -> None:
     """Refuse to resume the run in `run` with settings that change what it trains (data, model,
-    optimiser, objective...): the result would be neither run. Names the keys that differ."""
+    optimiser, objective...): the result would be neither run. Only keys under `sections` (the
+    trainer's, e.g. ("data", "model.vqvae", "train_vq")) are compared; names the keys that differ."""
     saved_path = Path(run) / "config.yaml"
     if not saved_path.is_file():
         return
@@ -355,7 +356,8 @@ def check_resume_config(config: Config, run: Path) -> None:
             raw["data"] = {k: v for k, v in data.items() if k not in keys}
     saved, given = _flatten(config_from_dict(raw, str(saved_path)).to_dict()), _flatten(config.to_dict())
     changed = sorted(k for k in saved.keys() | given.keys()
-                     if saved.get(k) != given.get(k) and k not in RESUMABLE_KEYS)
+                     if saved.get(k) != given.get(k) and k not in RESUMABLE_KEYS
+                     and k.startswith(tuple(f"{section}." for section in sections)))
     if changed:
         shown = ", ".join(f"{k}: {saved.get(k)!r} -> {given.get(k)!r}" for k in changed[:4])
         more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""

@@ -4,7 +4,8 @@ Per sample: z_0 = encoder latent of the image (pre-quantisation, frozen first st
 eps ~ N(0, I), z_t = q_sample(z_0, t, eps) (Eq. 3); the style context is E_s(x', M) where x' is the
 image, or zeros for a random `style_dropout` share of the batch (paper Sec. 4, training details: 50 %;
 the authors zero the style encoder's image only, never the mask); loss = mean squared error between
-eps and unet(z_t, t, context, M). AdamW runs over the UNet and the style encoder; only the UNet has
+eps and unet(z_t, t, context, M), or between v and it with train.prediction_type "v_prediction"
+(scadm.schedule.PREDICTION_TYPES). AdamW runs over the UNet and the style encoder; only the UNet has
 an EMA (the authors' LitEma rule). With train.cache_latents each image's z_0 is computed once.
 
 Launching (the same command everywhere; accelerate picks the device):
@@ -247,7 +248,7 @@ def train_diffusion(config: Config | str | Path, out: str | Path, vq: str | Path
     accelerator = make_accelerator(cfg, out, cpu=cpu, find_unused_parameters=True)
     start = resolve_resume(out, resume)
     if start is not None:
-        check_resume_config(config, out)
+        check_resume_config(config, out, ("data", "model", "train"))
     if vq is None:
         if start is None:
             raise InputError("--vq: a fresh run needs a first stage (a `scadm train-vq` run folder or a "
