@@ -20,6 +20,9 @@ def test_shipped_model_is_complete_small_and_documented():
 def test_demo_with_the_shipped_model_edits_locally(tmp_path: Path):
     summary = run_demo(tmp_path, steps=10)
     assert Image.open(summary.figure).size[0] > 300
-    inside, outside = summary.swaps["l_eye"]
-    assert inside > 3 * outside  # a one-eye swap changes the eye, not the face around it
-    assert summary.reconstruction_error < 80  # /255; a wrong face scores ~85 (DEMO.md)
+    for part in ("l_eye", "hair"):  # a swap changes its part, not the face around it
+        inside, outside = summary.swaps[part]
+        assert inside > 4 * outside, part
+    assert summary.swaps["hair"][0] > 60  # /255: the demo's reference has hair of another colour
+    # /255; a wrong face scores ~85 (DEMO.md), the eps-trained model before v-prediction 73.5
+    assert summary.reconstruction_error < 25
