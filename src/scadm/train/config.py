@@ -114,10 +114,15 @@ class Config:
     def to_dict(self) -> dict:
         """Plain values, without the keys the other data kind reads: what `load_config` accepts."""
         raw = _plain(asdict(self))
-        for kind, keys in KIND_KEYS.items():
-            if kind != self.data.kind:
-                raw["data"] = {k: v for k, v in raw["data"].items() if k not in keys}
+        raw["data"] = _own_kind_keys(raw["data"])
         return raw
+
+
+def _own_kind_keys(data: dict) -> dict:
+    """A data section without the keys that only another data kind reads (KIND_KEYS)."""
+    kind = data.get("kind", DataConfig.kind)
+    stray = set().union(*(keys for other, keys in KIND_KEYS.items() if other != kind))
+    return {k: v for k, v in data.items() if k not in stray}
 
 
 def _plain(value):
@@ -350,10 +355,7 @@ def check_resume_config(config: Config, run: Path, sections: tuple[str, ...]) ->
     if not saved_path.is_file():
         return
     raw = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
-    data = raw.get("data") or {}
-    for kind, keys in KIND_KEYS.items():  # runs saved before to_dict dropped them list every key
-        if kind != data.get("kind", DataConfig.kind):
-            raw["data"] = {k: v for k, v in data.items() if k not in keys}
+    raw["data"] = _own_kind_keys(raw.get("data") or {})  # older runs saved every kind's keys
     saved, given = _flatten(config_from_dict(raw, str(saved_path)).to_dict()), _flatten(config.to_dict())
     changed = sorted(k for k in saved.keys() | given.keys()
                      if saved.get(k) != given.get(k) and k not in RESUMABLE_KEYS
