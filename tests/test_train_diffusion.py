@@ -7,7 +7,7 @@ import torch
 from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file
 
-from scadm.cli_train import add_train_commands
+from scadm.cli.train import add_train_commands
 from scadm.data.synthetic import SyntheticFaces
 from scadm.labels import one_hot
 from scadm.models.autoencoder import encode

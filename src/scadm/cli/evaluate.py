@@ -9,7 +9,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 PROTOCOL_NAMES = ("reconstruction", "swap", "partial-swap", "noise", "timing", "disentanglement")
 PARSERS = ("procedural", "bisenet", "none")
@@ -93,7 +93,7 @@ def load_parser(name: str, device: str):
     if name == "none":
         return None
     try:
-        from .parsing import load_face_parser
+        from ..parsing import load_face_parser
     except ImportError as err:
         raise InputError(f"--parser {name}: face parsing is not available ({err}); use --parser none") from None
     return load_face_parser(name, device=device)
@@ -120,11 +120,11 @@ def canonical_command(args) -> str:
 
 
 def run_evaluate(args) -> int:
-    from .demo import DEMO_MODEL
-    from .evaluate import PROTOCOLS, evaluate
-    from .evaluate.context import Options, RenderSettings, load_model
-    from .evaluate.data import DataSpec
-    from .metrics.weights import cache_dir
+    from ..demo import DEMO_MODEL
+    from ..evaluate import PROTOCOLS, evaluate
+    from ..evaluate.context import Options, RenderSettings, load_model
+    from ..evaluate.data import DataSpec
+    from ..metrics.weights import cache_dir
 
     protocols = list(PROTOCOLS) if "all" in args.protocol else list(dict.fromkeys(args.protocol))
     for flag in ("num", "steps", "batch", "diversity_masks", "timing_repeats"):

