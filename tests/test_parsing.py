@@ -202,3 +202,13 @@ def test_saved_procedural_net_round_trips_in_fp16(tmp_path):
     assert torch.allclose(net(x), loaded(x), atol=2e-2)
     with pytest.raises(InputError, match="not a procedural parser folder"):
         load_procedural_net(tmp_path / "missing")
+
+
+def test_face_parser_labels_at_a_requested_size():
+    net = _ConstantNet(BISENET_ORDER.index("nose"))
+    parser = FaceParser(net, 32, (0.5,) * 3, (0.5,) * 3, BISENET_TO_CELEBAMASK_HQ, align_corners=True)
+    labels = parser(torch.zeros(2, 3, 32, 32), size=(5, 7))
+    assert labels.shape == (2, 5, 7) and (labels == CELEBAMASK_HQ.index("nose")).all()
+    for bad in (0, (4,), (4, True), 2.5):
+        with pytest.raises(InputError, match="size"):
+            parser(torch.zeros(1, 3, 32, 32), size=bad)

@@ -3,7 +3,8 @@
 `load_face_parser("procedural")` reads procedural faces (the shipped demo domain, offline);
 `load_face_parser("bisenet")` reads aligned CelebA-HQ-style photos (needs the parse extra).
 Either returns a FaceParser: images (N, 3, H, W) in [-1, 1] -> int64 labels (N, H, W) in
-scadm.labels.CELEBAMASK_HQ order, at the input's own size.
+scadm.labels.CELEBAMASK_HQ order, at the input's own size or at `size=`. The BiSeNet parser at
+512 px equals the original inference of its weights (tests/test_parsing_golden.py).
 
 >>> parser = load_face_parser("procedural")
 >>> labels = parser(images)          # images: (N, 3, 64, 64) in [-1, 1]  # doctest: +SKIP
@@ -29,37 +30,62 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class FaceParser(nn.Module):
     """Resizes images to the network's input size (bilinear), normalises them the way the
-    network was trained, upsamples the logits back (bilinear), takes the argmax and maps the
-    network's class ids to CelebAMask-HQ's."""
+    network was trained, upsamples the logits to that input size the way the network's own
+    inference code does (`align_corners`), resizes them to the output size (bilinear, antialiased
+    when shrinking), takes the argmax and maps the network's class ids to CelebAMask-HQ's.
+
+    At the network's input size the labels are exactly the network's own inference; at another
+    size the logits travel back over the same pixel grid mapping the image took to get there.
+    """
 
     def __init__(self, net: nn.Module, input_size: int, mean: Sequence[float], std: Sequence[float],
-                 to_celebamask_hq: Sequence[int] = tuple(range(NUM_CLASSES)), batch_size: int = 8):
+                 to_celebamask_hq: Sequence[int] = tuple(range(NUM_CLASSES)), batch_size: int = 8,
+                 align_corners: bool = False):
         super().__init__()
         self.net = net.eval()
         self.input_size, self.batch_size = int(input_size), int(batch_size)
+        self.align_corners = bool(align_corners)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("remap", torch.tensor(to_celebamask_hq, dtype=torch.int64))
 
     @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, size: int | Sequence[int] | None = None) -> torch.Tensor:
+        """int64 labels (N, *size); `size` defaults to the images' own (H, W)."""
         if images.dim() != 4 or images.shape[1] != 3 or not images.dtype.is_floating_point:
             raise InputError(f"images: expected a float (N, 3, H, W) tensor in [-1, 1], got "
                              f"{images.dtype} {tuple(images.shape)}")
+        size = tuple(images.shape[-2:]) if size is None else _pair(size)
         self.eval()
-        out = [self._parse(chunk) for chunk in images.split(self.batch_size)]
-        return torch.cat(out) if out else images.new_zeros(images.shape[0], *images.shape[2:],
-                                                            dtype=torch.int64)
+        out = [self.logits(chunk, size).argmax(1) for chunk in images.split(self.batch_size)]
+        labels = torch.cat(out) if out else images.new_zeros(images.shape[0], *size,
+                                                              dtype=torch.int64)
+        return self.remap[labels.to(self.remap.device)].to(images.device)
 
-    def _parse(self, images: torch.Tensor) -> torch.Tensor:
-        size = images.shape[-2:]
+    @torch.no_grad()
+    def logits(self, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """float32 logits (N, classes, *size) in the network's class order."""
+        side = (self.input_size,) * 2
         x = images.to(self.mean.device, torch.float32)
-        if tuple(size) != (self.input_size, self.input_size):
-            x = F.interpolate(x, size=(self.input_size,) * 2, mode="bilinear", align_corners=False,
-                              antialias=True)
+        if tuple(x.shape[-2:]) != side:
+            x = F.interpolate(x, size=side, mode="bilinear", align_corners=False, antialias=True)
         x = ((x + 1) / 2 - self.mean) / self.std
-        logits = F.interpolate(self.net(x), size=size, mode="bilinear", align_corners=False)
-        return self.remap[logits.argmax(1)].to(images.device)
+        logits = self.net(x)
+        if tuple(logits.shape[-2:]) != side:
+            logits = F.interpolate(logits, size=side, mode="bilinear",
+                                   align_corners=self.align_corners)
+        if tuple(size) != side:
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False,
+                                   antialias=size[0] < side[0] or size[1] < side[1])
+        return logits
+
+
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+    pair = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, Sequence) else ()
+    if len(pair) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1
+                                 for s in pair):
+        raise InputError(f"size: expected a positive int or (height, width), got {size!r}")
+    return pair
 
 
 def load_face_parser(name: str = "bisenet", weights: str | Path | None = None,
@@ -75,8 +101,12 @@ def load_face_parser(name: str = "bisenet", weights: str | Path | None = None,
     elif name == "bisenet":
         from scadm.parsing.weights import BISENET_TO_CELEBAMASK_HQ, load_bisenet
 
+        # align_corners=True: how the original inference code (zllrunning/face-parsing.PyTorch,
+        # model.py) upsamples the 1/8-resolution logits to the input size, which the weights
+        # 79999_iter.pth come with; the half-pixel convention shrinks the labels ~1.4 % toward the
+        # centre and flips ~3 % of the pixels.
         parser = FaceParser(load_bisenet(weights), BISENET_INPUT, IMAGENET_MEAN, IMAGENET_STD,
-                            BISENET_TO_CELEBAMASK_HQ)
+                            BISENET_TO_CELEBAMASK_HQ, align_corners=True)
     else:
         raise InputError(f"parser: unknown face parser {name!r}; choose {', '.join(PARSERS)}")
     return parser.to(device)
