@@ -1,13 +1,16 @@
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
-
 from tiny_models import face, tiny_pipeline
+
 from scadm.errors import CheckpointError, InputError
+from scadm.io import to_uint8
 from scadm.pipeline import SCADMPipeline
 from scadm.schedule import NoiseSchedule
+from scadm.settings import RenderSettings
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +146,96 @@ def test_loading_something_else_fails_clearly(tmp_path, tiny_pipe):
     index.write_text("{broken")
     with pytest.raises(CheckpointError, match="corrupt JSON"):
         SCADMPipeline.from_pretrained(tmp_path / "m")
+
+
+# ---------------------------------------------------------------- settings and diffusers-style call
+
+
+def test_settings_and_keywords_render_the_same(tiny_pipe, faces):
+    image, labels = faces[0]
+    style = tiny_pipe.encode_style(image[None], labels[None])
+    settings = RenderSettings(steps=3, guidance=1.5, sampler="ddim", eta=0.5, seed=4)
+    a = tiny_pipe(labels[None], style, settings)
+    b = tiny_pipe(labels[None], style, num_inference_steps=3, guidance_scale=1.5, eta=0.5, seed=4)
+    assert torch.equal(a, b)
+    c = tiny_pipe(labels[None], style, settings, seed=5)  # a keyword overrides its field
+    assert (c - a).abs().max() > 1e-3
+
+
+def test_latents_reproduce_the_seeds_noise_and_change_the_result(tiny_pipe, faces):
+    image, labels = faces[0]
+    style = tiny_pipe.encode_style(image[None], labels[None])
+    x_T = torch.randn((1, 3, 16, 16), generator=torch.Generator().manual_seed(9))
+    seeded = tiny_pipe(labels[None], style, num_inference_steps=3, seed=9)
+    assert torch.equal(tiny_pipe(labels[None], style, num_inference_steps=3, latents=x_T), seeded)
+    other = tiny_pipe(labels[None], style, num_inference_steps=3, seed=9, latents=torch.zeros_like(x_T))
+    assert (other - seeded).abs().max() > 1e-3
+    with pytest.raises(InputError, match="latents: expected a tensor of shape"):
+        tiny_pipe(labels[None], style, latents=x_T[:, :2])
+    with pytest.raises(InputError, match="latents: contains NaN"):
+        tiny_pipe(labels[None], style, latents=x_T * float("nan"))
+
+
+def test_output_types_are_one_render(tiny_pipe, faces, monkeypatch):
+    image, labels = faces[0]
+    style = tiny_pipe.encode_style(image[None], labels[None])
+    pt = tiny_pipe(labels[None], style, num_inference_steps=2)
+    np_ = tiny_pipe(labels[None], style, num_inference_steps=2, output_type="np")
+    pil = tiny_pipe(labels[None], style, num_inference_steps=2, output_type="pil")
+    assert np_.shape == (1, 64, 64, 3) and np_.min() >= 0 and np_.max() <= 1
+    torch.testing.assert_close(torch.from_numpy(np_), (pt.permute(0, 2, 3, 1) + 1) / 2, rtol=0, atol=0)
+    assert len(pil) == 1 and pil[0].size == (64, 64) and pil[0].mode == "RGB"
+    assert (np.asarray(pil[0]) == to_uint8(pt)[0]).all()  # the PNG `scadm edit` would write
+    latent = tiny_pipe(labels[None], style, num_inference_steps=2, output_type="latent")
+    assert latent.shape == (1, 3, 16, 16)
+    # "latent" is not clamped: a decoder that passes latents through shows values beyond [-1, 1]
+    monkeypatch.setattr("scadm.pipeline.sample", lambda *a, **k: torch.full((1, 3, 16, 16), 3.0))
+    assert tiny_pipe(labels[None], style, output_type="latent").max() == 3.0
+    with pytest.raises(InputError, match="output_type"):
+        tiny_pipe(labels[None], style, output_type="jpeg")
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpm++"])
+def test_step_callback_sees_every_step_and_may_replace_latents(tiny_pipe, faces, sampler):
+    image, labels = faces[0]
+    style = tiny_pipe.encode_style(image[None], labels[None])
+    seen = []
+
+    def watch(pipe, step, t, tensors):
+        assert pipe is tiny_pipe
+        seen.append((step, t, tensors["latents"].clone()))
+
+    final = tiny_pipe(labels[None], style, num_inference_steps=3, sampler=sampler, output_type="latent",
+                      callback_on_step_end=watch)
+    assert [s for s, _, _ in seen] == [0, 1, 2] and [t for _, t, _ in seen] == [667, 334, 1]
+    assert torch.equal(seen[-1][2], final)
+    zeroed = tiny_pipe(labels[None], style, num_inference_steps=3, sampler=sampler, output_type="latent",
+                       callback_on_step_end=lambda p, s, t, d: {"latents": d["latents"] * 0} if s == 2 else None)
+    assert torch.equal(zeroed, torch.zeros_like(final))
+    with pytest.raises(InputError, match="callback_on_step_end: latents"):
+        tiny_pipe(labels[None], style, num_inference_steps=2, callback_on_step_end=lambda *a: {"latents": 1})
+
+
+def test_encode_style_takes_any_mask_the_encoder_takes(tiny_pipe, faces):
+    image, labels = faces[0]
+    one_hot = torch.nn.functional.one_hot(labels, 19).permute(2, 0, 1).float()[None]
+    by_labels = tiny_pipe.encode_style(image[None], labels[None])
+    assert torch.equal(tiny_pipe.encode_style(image[None], one_hot).tokens, by_labels.tokens)
+    zero = tiny_pipe.encode_style(image[None], torch.zeros(1, 19, 64, 64))  # the unconditional branch's
+    assert not zero.present.any()
+    torch.testing.assert_close(zero.tokens, tiny_pipe.style_encoder(image[None], torch.zeros(1, 19, 64, 64)))
+    with pytest.raises(InputError, match="mask"):
+        tiny_pipe.encode_style(image[None], torch.zeros(1, 18, 64, 64))
+
+
+def test_explicit_settings_name_the_pipelines_dtype_and_seeds_fit_the_generator(tiny_pipe, faces):
+    image, labels = faces[0]
+    style = tiny_pipe.encode_style(image[None], labels[None])
+    with pytest.raises(InputError, match="settings.dtype is bf16"):
+        tiny_pipe(labels[None], style, RenderSettings(dtype="bf16"))
+    with pytest.raises(InputError, match="seed: must be an integer in 0..2\\*\\*64-1"):
+        tiny_pipe(labels[None], style, seed=2**70)
+    with pytest.raises(InputError, match="seed of sample 1"):
+        tiny_pipe(labels.expand(2, -1, -1), style, num_inference_steps=1, seed=2**64 - 1)
+    with pytest.raises(InputError, match="guidance"):
+        tiny_pipe(labels[None], style, guidance_scale=float("nan"))

@@ -1,13 +1,14 @@
 """SCADMPipeline: mask + per-class style -> face, and the folder format that stores it.
 
-One call renders a batch: `pipe(labels, style)`. Every edit of the paper is a `StyleCode`
+One call renders a batch: `pipe(labels, style, settings)`. Every edit of the paper is a `StyleCode`
 (reconstruction, total/partial swap, reference + random parts, noise-based generation,
 interpolation) rendered on a mask, the user's edited mask included:
 
     pipe = SCADMPipeline.from_pretrained("model_dir")
     target = pipe.encode_style(image, labels)                   # reconstruction
     ref = pipe.encode_style(ref_image, ref_labels)
-    out = pipe(labels, target.swap(ref, parts=[13]), seed=0)    # give the target the ref's hair
+    settings = RenderSettings(steps=50, guidance=1.2, seed=0)   # scadm.settings: defaults, checks
+    out = pipe(labels, target.swap(ref, parts=[13]), settings)  # give the target the ref's hair
 
 A folder holds `model_index.json` (the settings below) and one diffusers model folder per network
 (`unet/`, `style_encoder/`, `vqvae/`: config.json + safetensors).
@@ -16,21 +17,25 @@ A folder holds `model_index.json` (the settings below) and one diffusers model f
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import torch
 from diffusers import VQModel
+from PIL import Image
 
 from . import __version__
 from .errors import CheckpointError, InputError
+from .io import to_uint8
 from .labels import LabelSet, label_set_from_config, one_hot
 from .models.autoencoder import decode, downsampling_factor
 from .models.style_encoder import StyleEncoder
 from .models.unet import SCADMUNet
-from .sampling import SAMPLERS, guided_eps_fn, randn, sample
+from .sampling import Progress, guided_eps_fn, randn, sample
 from .schedule import NoiseSchedule
+from .settings import DTYPES, RenderSettings, check_seed
 from .style import StyleCode
 
 #: What the unconditional branch of classifier-free guidance sees (paper Eq. 4, eps(E_s(0), 0)):
@@ -39,10 +44,25 @@ from .style import StyleCode
 UNCONDITIONAL_INPUTS = ("zero", "blank")
 INDEX_FILE = "model_index.json"
 COMPONENTS = {"unet": SCADMUNet, "style_encoder": StyleEncoder, "vqvae": VQModel}
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+#: diffusers' callback_on_step_end: (pipe, step index, timestep, {"latents": x}) -> dict or None
+StepCallback = Callable[[Any, int, int, dict], "dict | None"]
 
 
 @dataclass
 class SCADMPipeline:
+    """The three networks, the noise schedule and the label set, rendered by `__call__`.
+
+    Not a diffusers `DiffusionPipeline`, on purpose: what decides a render besides the networks
+    is not a diffusers component (the float32 `NoiseSchedule` table the authors' DDIM needs to the
+    bit, our own DDIM, the label set and its palette, the unconditional mode), and diffusers'
+    `model_index.json` and loader would carry them only through custom code, while changing the
+    format of every converted and shipped model folder. What it would give is cheap here: every
+    network is a diffusers `ModelMixin` (`accelerate.cpu_offload` works on each), a folder goes to
+    the Hub with `huggingface_hub.upload_folder`, and the call takes diffusers' arguments
+    (`latents`, `output_type`, `callback_on_step_end`, `num_inference_steps`, `guidance_scale`).
+    """
+
     unet: SCADMUNet
     style_encoder: StyleEncoder
     vqvae: VQModel
@@ -73,7 +93,7 @@ class SCADMPipeline:
     def dtype(self) -> torch.dtype:
         return next(self.unet.parameters()).dtype
 
-    def to(self, device=None, dtype=None) -> "SCADMPipeline":
+    def to(self, device=None, dtype=None) -> SCADMPipeline:
         """Move every network; `dtype` (e.g. torch.bfloat16) sets the networks' precision, while
         the sampler's state and coefficients stay float32."""
         moves = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
@@ -99,7 +119,7 @@ class SCADMPipeline:
         (folder / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, device=None, dtype=None) -> "SCADMPipeline":
+    def from_pretrained(cls, folder: str | Path, device=None, dtype=None) -> SCADMPipeline:
         """Load a folder written by `save_pretrained`; networks in `dtype` (default float32)."""
         folder = Path(folder)
         index_path = folder / INDEX_FILE
@@ -149,20 +169,34 @@ class SCADMPipeline:
         labels = self._check_labels(labels)
         return one_hot(labels.to(self.device), self.label_set.num_classes).to(self.dtype)
 
-    @torch.no_grad()
-    def encode_style(self, image: torch.Tensor, labels: torch.Tensor) -> StyleCode:
-        """The per-class styles of `image` (B,3,H,W) in [-1,1] under its own label map (paper §3.2)."""
-        if image.dim() == 3:
-            image = image[None]
-        labels = self._check_labels(labels)
-        if image.shape[0] != labels.shape[0] or image.shape[-2:] != labels.shape[-2:]:
-            raise InputError(f"image {tuple(image.shape)} and labels {tuple(labels.shape)} do not match")
-        return StyleCode.encode(self.style_encoder, image.to(self.device, self.dtype), self.one_hot(labels))
+    def _style_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """A label map (B,H,W) / (H,W) int, or a float mask (B,C,H,W) / (C,H,W) as the style
+        encoder takes it (one-hot, soft, or all zeros like the unconditional branch's), as a float
+        mask on the networks' device; shapes are the encoder's to check."""
+        if mask.is_floating_point():
+            mask = mask[None] if mask.dim() == 3 else mask
+            if not torch.isfinite(mask).all():
+                raise InputError("mask: contains NaN or infinite values")
+            return mask.to(self.device, self.dtype)
+        if mask.dim() == 2:
+            mask = mask[None]
+        return one_hot(mask.to(self.device), self.label_set.num_classes).to(self.dtype)
 
     @torch.no_grad()
-    def blank_style(self, labels: torch.Tensor) -> StyleCode:
+    def encode_style(self, image: torch.Tensor, mask: torch.Tensor) -> StyleCode:
+        """The per-class styles of `image` (B,3,H,W) in [-1,1] under `mask` (paper §3.2): its own
+        label map (B,H,W), or any float mask (B,C,H,W) the style encoder takes."""
+        if image.dim() == 3:
+            image = image[None]
+        mask = self._style_mask(mask)
+        if image.shape[0] != mask.shape[0] or image.shape[-2:] != mask.shape[-2:]:
+            raise InputError(f"image {tuple(image.shape)} and mask {tuple(mask.shape)} do not match")
+        return StyleCode.encode(self.style_encoder, image.to(self.device, self.dtype), mask)
+
+    @torch.no_grad()
+    def blank_style(self, mask: torch.Tensor) -> StyleCode:
         """The style of no reference at all: every part random (paper §4.4, noise-based generation)."""
-        return StyleCode.blank_for(self.style_encoder, self.one_hot(labels))
+        return StyleCode.blank_for(self.style_encoder, self._style_mask(mask))
 
     # ------------------------------------------------------------ rendering
 
@@ -171,47 +205,106 @@ class SCADMPipeline:
         self,
         labels: torch.Tensor,
         style: StyleCode,
+        settings: RenderSettings | None = None,
         *,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 1.2,
-        sampler: str = "ddim",
-        eta: float = 0.0,
-        seed: int | Sequence[int] = 0,
-        progress: bool = False,
-    ) -> torch.Tensor:
-        """Render faces (B,3,H,W) in [-1,1] with the shapes of `labels` and the styles of `style`.
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        sampler: str | None = None,
+        eta: float | None = None,
+        seed: int | Sequence[int] | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pt",
+        callback_on_step_end: StepCallback | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        progress: Progress = False,
+    ):
+        """Render faces with the shapes of `labels` (B,H,W) and the styles of `style`.
 
-        `guidance_scale` g: eps = eps_u + g (eps_c - eps_u); g = 1 runs no unconditional pass. The
-        paper's "s = 1.2" is g = 1.2 (its Eq. 4 written literally would be g = 1 + s).
+        `settings` (default `RenderSettings()`) says how; the diffusers-named keywords override its
+        fields (`num_inference_steps`, `guidance_scale`, `sampler`, `eta`, `seed`). Explicit
+        settings must name the pipeline's own dtype: a result depends on it, and casting the
+        networks back and forth would lose precision for good.
         `seed`: one int (sample i uses seed + i) or one seed per sample; an image depends only on
         its own seed, not on the batch it was rendered in.
+        `latents`: the initial noise x_T (B,C,h,w) instead of the seeds' (the seeds still drive the
+        noise that ddpm and eta > 0 add), e.g. for exact reproduction or inversion.
+        `output_type`: "pt" (B,3,H,W) float32 in [-1, 1] (scadm's range, what `encode_style`
+        takes); "np" (B,H,W,3) float32 in [0, 1] and "pil" (list of RGB images, rounded as
+        `scadm.io.to_uint8`) as diffusers gives them; "latent" the final latents z_0, unclamped.
+        `callback_on_step_end(pipe, step, t, {"latents": x})`: called after every sampler step
+        with the float32 state; a returned dict with "latents" replaces the state.
+        `progress`: True for a tqdm bar, or a callback(steps_done, total).
         """
-        if sampler not in SAMPLERS:
-            raise InputError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        per_sample = seed is not None and not isinstance(seed, int)
+        settings = self._settings(settings, steps=num_inference_steps, guidance=guidance_scale, sampler=sampler,
+                                  eta=eta, seed=None if per_sample else seed)
+        if output_type not in OUTPUT_TYPES:
+            raise InputError(f"output_type: must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
+        unknown = set(callback_on_step_end_tensor_inputs) - {"latents"}
+        if unknown:
+            raise InputError(f"callback_on_step_end_tensor_inputs: only 'latents' is offered, got {sorted(unknown)}")
         mask = self.one_hot(labels)
         batch = mask.shape[0]
         if len(style) == 1 and batch > 1:
             style = style.repeat(batch)
         if len(style) != batch:
             raise InputError(f"{len(style)} style codes for {batch} masks")
-        seeds = [seed + i for i in range(batch)] if isinstance(seed, int) else list(seed)
+        seeds = list(seed) if per_sample else [settings.seed + i for i in range(batch)]
         if len(seeds) != batch:
             raise InputError(f"{len(seeds)} seeds for {batch} masks")
-        generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+        generators = [torch.Generator("cpu").manual_seed(check_seed(s, f"seed of sample {i}"))
+                      for i, s in enumerate(seeds)]
 
         style = style.to(self.device, self.dtype)
         if self.unconditional == "zero":
             uncond = (torch.zeros_like(style.tokens), torch.zeros_like(mask))
         else:
             uncond = (style.blank, mask)
-        eps_fn = guided_eps_fn(self._unet_fp32_io, (style.tokens, mask), uncond, guidance_scale)
+        eps_fn = guided_eps_fn(self._unet_fp32_io, (style.tokens, mask), uncond, settings.guidance)
 
         f = downsampling_factor(self.vqvae)
         shape = (batch, self.unet.config.in_channels, mask.shape[-2] // f, mask.shape[-1] // f)
-        x_T = randn(shape, generators, device=self.device, dtype=torch.float32)
-        z_0 = sample(eps_fn, x_T, self.schedule, sampler=sampler, num_steps=num_inference_steps,
-                     eta=eta, generators=generators, progress=progress)
-        return decode(self.vqvae, z_0.to(self.dtype)).float().clamp(-1, 1)
+        if latents is None:
+            x_T = randn(shape, generators, device=self.device, dtype=torch.float32)
+        else:
+            x_T = self._check_latents(latents, shape, "latents")
+        on_step = None
+        if callback_on_step_end is not None:
+            def on_step(step: int, t: int, x: torch.Tensor) -> torch.Tensor:
+                returned = callback_on_step_end(self, step, t, {"latents": x}) or {}
+                if "latents" not in returned:
+                    return x
+                return self._check_latents(returned["latents"], shape, "callback_on_step_end: latents")
+
+        z_0 = sample(eps_fn, x_T, self.schedule, sampler=settings.sampler, num_steps=settings.steps,
+                     eta=settings.eta, generators=generators, progress=progress, on_step=on_step)
+        if output_type == "latent":
+            return z_0
+        images = decode(self.vqvae, z_0.to(self.dtype)).float().clamp(-1, 1)
+        if output_type == "pt":
+            return images
+        if output_type == "np":
+            return ((images + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
+        return [Image.fromarray(x) for x in to_uint8(images)]
+
+    def _settings(self, settings: RenderSettings | None, **overrides) -> RenderSettings:
+        """`settings` (checked against the networks' dtype) or the defaults in the pipeline's
+        dtype, with the keyword overrides applied."""
+        if settings is None:
+            own = next((name for name, dtype in DTYPES.items() if dtype == self.dtype), None)
+            settings = RenderSettings(**({"dtype": own} if own else {}))
+        elif settings.torch_dtype != self.dtype:
+            raise InputError(f"settings.dtype is {settings.dtype} but the pipeline runs in {self.dtype}; "
+                             f"load it with dtype=settings.torch_dtype")
+        return settings.replace(**overrides)
+
+    def _check_latents(self, latents: torch.Tensor, shape: tuple, what: str) -> torch.Tensor:
+        if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != shape:
+            got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+            raise InputError(f"{what}: expected a tensor of shape {shape}, got {got}")
+        if not torch.isfinite(latents).all():
+            raise InputError(f"{what}: contains NaN or infinite values")
+        return latents.to(self.device, torch.float32)
 
     def _unet_fp32_io(self, x, t, context, mask):
         """The UNet in its own dtype, with the sampler's float32 state in and its eps out."""

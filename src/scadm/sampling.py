@@ -24,6 +24,9 @@ from scadm.schedule import NUM_TRAIN_TIMESTEPS, NoiseSchedule
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Progress = bool | Callable[[int, int], None]  # tqdm on/off, or a callback(steps_done, total)
+#: after each step: on_step(step_index, t, x) -> x (the same tensor or a replacement), where t is the
+#: timestep the step started from; the pipeline's `callback_on_step_end` runs through it
+OnStep = Callable[[int, int, torch.Tensor], torch.Tensor]
 
 SAMPLERS = ("ddim", "ddpm", "dpm++")
 GUIDANCE_SCALE = 1.2  # the paper's "s = 1.2" in the code's convention (see `guide`)
@@ -142,6 +145,7 @@ def sample_ddim(
     eta: float = 0.0,
     generators: Sequence[torch.Generator] | None = None,
     progress: Progress = False,
+    on_step: OnStep | None = None,
 ) -> torch.Tensor:
     """DDIM (Song et al. 2021, Eq. 12) over `timesteps` (ascending), walked from the top down.
 
@@ -158,13 +162,15 @@ def sample_ddim(
         _sqrt32(a_t), _sqrt32(1 - a_t), _sqrt32(a_prev), _sqrt32(1 - a_prev - sigma**2), sigma
     ], dim=1)
     x = x_T
-    for i in _steps(list(reversed(range(len(t)))), progress, "DDIM"):
+    for n, i in enumerate(_steps(list(reversed(range(len(t)))), progress, "DDIM")):
         sqrt_a, sqrt_1ma, sqrt_ap, sqrt_dir, s = coefs[i].to(x.device)
         eps = eps_fn(x, torch.full((x.shape[0],), int(t[i]), device=x.device))
         x0 = (x - sqrt_1ma * eps) / sqrt_a  # "predicted x_0"
         x = sqrt_ap * x0 + sqrt_dir * eps  # + "direction pointing to x_t"
         if eta > 0:
             x = x + s * randn(x.shape, generators, x.device, x.dtype)  # + "random noise"
+        if on_step is not None:
+            x = on_step(n, int(t[i]), x)
     return x
 
 
@@ -205,6 +211,7 @@ def sample_scheduler(
     *,
     generators: Sequence[torch.Generator] | None = None,
     progress: Progress = False,
+    on_step: OnStep | None = None,
 ) -> torch.Tensor:
     """Run a diffusers scheduler over `timesteps` (ascending; given to it as its custom grid).
 
@@ -215,9 +222,11 @@ def sample_scheduler(
     scheduler.set_timesteps(timesteps=sorted(timesteps, reverse=True))
     noise_generators = list(generators) if generators is not None else None
     x = x_T
-    for t in _steps(scheduler.timesteps.tolist(), progress, type(scheduler).__name__):
+    for n, t in enumerate(_steps(scheduler.timesteps.tolist(), progress, type(scheduler).__name__)):
         eps = eps_fn(x, torch.full((x.shape[0],), t, device=x.device))
         x = scheduler.step(eps, t, x, generator=noise_generators).prev_sample
+        if on_step is not None:
+            x = on_step(n, t, x)
     return x
 
 
@@ -240,6 +249,7 @@ def sample(
     eta: float = 0.0,
     generators: Sequence[torch.Generator] | None = None,
     progress: Progress = False,
+    on_step: OnStep | None = None,
 ) -> torch.Tensor:
     """Denoise `x_T` into a sample with one of `SAMPLERS` on the authors' grid (`ddim_timesteps`).
 
@@ -247,6 +257,7 @@ def sample(
     `eta` is DDIM's (0: deterministic, 1: DDPM-like noise); "ddpm" and "dpm++" ignore it.
     `generators` (one per sample, as used to draw `x_T`) feed the stochastic samplers, so a sample
     depends on its own seed only. `progress`: True for a tqdm bar, or a callback(steps_done, total).
+    `on_step(step_index, t, x) -> x` sees (and may replace) the state after every step.
 
     >>> schedule = NoiseSchedule()
     >>> gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
@@ -259,6 +270,7 @@ def sample(
     timesteps = ddim_timesteps(num_steps, schedule.num_train_timesteps)
     if sampler == "ddim":
         return sample_ddim(eps_fn, x_T, schedule.alphas_cumprod, timesteps,
-                           eta=eta, generators=generators, progress=progress)
+                           eta=eta, generators=generators, progress=progress, on_step=on_step)
     scheduler = make_scheduler(schedule, sampler)
-    return sample_scheduler(eps_fn, x_T, scheduler, timesteps, generators=generators, progress=progress)
+    return sample_scheduler(eps_fn, x_T, scheduler, timesteps, generators=generators, progress=progress,
+                            on_step=on_step)
