@@ -3,36 +3,6 @@ import pytest
 
 from scadm.errors import InputError
 from scadm.metrics.segmentation import SegmentationScores
-from scadm.metrics.ssim import ssim
-
-C1, C2 = (0.01 * 1) ** 2, (0.03 * 1) ** 2
-
-
-def _constant(value: int, size: int = 16) -> np.ndarray:
-    return np.full((1, size, size, 3), value, dtype=np.uint8)
-
-
-def test_ssim_of_flat_images_is_the_luminance_term():
-    # flat images have no variance: SSIM = (2 mu_a mu_b + C1) / (mu_a^2 + mu_b^2 + C1)
-    a, b = 100 / 255, 180 / 255
-    expected = (2 * a * b + C1) / (a * a + b * b + C1)
-    assert ssim(_constant(100), _constant(180))[0] == pytest.approx(expected, rel=1e-6)
-
-
-def test_ssim_is_one_for_identical_images_and_falls_with_noise():
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (2, 24, 24, 3), dtype=np.uint8)
-    noisy = np.clip(x + rng.normal(0, 40, x.shape), 0, 255).astype(np.uint8)
-    noisier = np.clip(x + rng.normal(0, 90, x.shape), 0, 255).astype(np.uint8)
-    assert ssim(x, x) == pytest.approx([1.0, 1.0])
-    assert (ssim(x, noisier) < ssim(x, noisy)).all() and (ssim(x, noisy) < 0.99).all()
-
-
-def test_ssim_refuses_mismatched_or_tiny_images():
-    with pytest.raises(InputError, match="shapes differ"):
-        ssim(_constant(0, 16), _constant(0, 20))
-    with pytest.raises(InputError, match="11x11"):
-        ssim(_constant(0, 8), _constant(0, 8))
 
 
 def test_miou_and_accuracy_of_a_hand_worked_example():
