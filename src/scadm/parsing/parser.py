@@ -52,19 +52,30 @@ class FaceParser(nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor, size: int | Sequence[int] | None = None) -> torch.Tensor:
         """int64 labels (N, *size); `size` defaults to the images' own (H, W)."""
+        return self.at_sizes(images, [tuple(images.shape[-2:]) if size is None else size])[0]
+
+    @torch.no_grad()
+    def at_sizes(self, images: torch.Tensor, sizes: Sequence[int | Sequence[int]]
+                 ) -> list[torch.Tensor]:
+        """Labels at each of `sizes` from one pass of the network (N, *size) each."""
         if images.dim() != 4 or images.shape[1] != 3 or not images.dtype.is_floating_point:
             raise InputError(f"images: expected a float (N, 3, H, W) tensor in [-1, 1], got "
                              f"{images.dtype} {tuple(images.shape)}")
-        size = tuple(images.shape[-2:]) if size is None else _pair(size)
+        pairs = [_pair(size) for size in sizes]
         self.eval()
-        out = [self.logits(chunk, size).argmax(1) for chunk in images.split(self.batch_size)]
-        labels = torch.cat(out) if out else images.new_zeros(images.shape[0], *size,
-                                                              dtype=torch.int64)
-        return self.remap[labels.to(self.remap.device)].to(images.device)
+        out: list[list[torch.Tensor]] = [[] for _ in pairs]
+        for chunk in images.split(self.batch_size):
+            native = self.logits(chunk)
+            for k, size in enumerate(pairs):
+                labels = self.resize_logits(native, size).argmax(1)
+                out[k].append(self.remap[labels].to(images.device))
+        return [torch.cat(o) if o else images.new_zeros(images.shape[0], *size, dtype=torch.int64)
+                for o, size in zip(out, pairs, strict=True)]
 
     @torch.no_grad()
-    def logits(self, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """float32 logits (N, classes, *size) in the network's class order."""
+    def logits(self, images: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """float32 logits (N, classes, *size) in the network's class order; `size` defaults to
+        the network's input size, where they are the network's own inference."""
         side = (self.input_size,) * 2
         x = images.to(self.mean.device, torch.float32)
         if tuple(x.shape[-2:]) != side:
@@ -74,10 +85,18 @@ class FaceParser(nn.Module):
         if tuple(logits.shape[-2:]) != side:
             logits = F.interpolate(logits, size=side, mode="bilinear",
                                    align_corners=self.align_corners)
-        if tuple(size) != side:
-            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False,
-                                   antialias=size[0] < side[0] or size[1] < side[1])
-        return logits
+        return logits if size is None else self.resize_logits(logits, size)
+
+    @staticmethod
+    def resize_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Input-size logits to another size: bilinear, antialiased when shrinking, so that a
+        small label takes the class with the highest mean logit over its footprint (thin parts
+        such as brows and lips keep their share instead of depending on one sampled pixel)."""
+        if tuple(size) == tuple(logits.shape[-2:]):
+            return logits
+        shrink = size[0] < logits.shape[-2] or size[1] < logits.shape[-1]
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False,
+                             antialias=shrink)
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
