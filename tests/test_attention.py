@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from authors_execution import reference_masked_attention, reference_softmax_attention
 
 from scadm.errors import InputError
 from scadm.nn.attention import (
@@ -16,30 +17,6 @@ from scadm.nn.attention import (
 
 B, N, C, DIM, CTX, HEADS, DIM_HEAD = 2, 24, 5, 16, 12, 4, 4
 ATOL = 1e-5
-
-
-def heads_of(t):
-    """(B, N, HEADS * DIM_HEAD) -> (B, HEADS, N, DIM_HEAD)."""
-    return t.reshape(t.shape[0], t.shape[1], HEADS, DIM_HEAD).permute(0, 2, 1, 3)
-
-
-def reference_masked_attention(attn, x, context, mask):
-    """The authors' loop: per class multiply the logits by the mask, after each class replace
-    every exact zero by -max; then softmax over classes and @ v, for all heads at once."""
-    q, k, v = heads_of(attn.to_q(x)), heads_of(attn.to_k(context)), heads_of(attn.to_v(context))
-    sim = torch.einsum("bhnd,bhcd->bhnc", q, k) * attn.scale
-    masked = sim.clone()
-    for c in range(sim.shape[-1]):
-        masked[..., c] = sim[..., c] * mask[:, None, c, :]
-        masked[masked == 0] = -torch.finfo(sim.dtype).max
-    out = torch.einsum("bhnc,bhcd->bnhd", masked.softmax(dim=-1), v).flatten(2)
-    return attn.to_out(out)
-
-
-def reference_softmax_attention(attn, x, context):
-    q, k, v = heads_of(attn.to_q(x)), heads_of(attn.to_k(context)), heads_of(attn.to_v(context))
-    weights = (torch.einsum("bhnd,bhmd->bhnm", q, k) / DIM_HEAD**0.5).softmax(dim=-1)
-    return attn.to_out(torch.einsum("bhnm,bhmd->bnhd", weights, v).flatten(2))
 
 
 def one_hot_mask(seed, empty_fraction=0.0):

@@ -85,7 +85,7 @@ def test_v_prediction_pipeline_steps_with_the_eps_its_v_implies(tiny_pipe, faces
     z_star = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 1.6 - 0.8
     abar = v_pipe.schedule.alphas_cumprod
 
-    def exact_v(x, t, context, mask):
+    def exact_v(x, t, context=None, mask=None, condition=None):
         a = abar[t].view(-1, 1, 1, 1)
         eps = (x - a.sqrt() * z_star) / (1 - a).sqrt()
         return a.sqrt() * eps - (1 - a).sqrt() * z_star

@@ -260,10 +260,10 @@ class SCADMPipeline:
             uncond = (torch.zeros_like(style.tokens), torch.zeros_like(mask))
         else:
             uncond = (style.blank, mask)
-        eps_fn = guided_eps_fn(self._unet_fp32_io, (style.tokens, mask), uncond, settings.guidance)
-
         f = downsampling_factor(self.vqvae)
         shape = (batch, self.unet.config.in_channels, mask.shape[-2] // f, mask.shape[-1] // f)
+        eps_fn = guided_eps_fn(self._unet_fp32_io, (style.tokens, mask), uncond, settings.guidance,
+                               prepare=lambda context, mask: self.unet.condition(context, mask, shape[-2:]))
         if latents is None:
             x_T = randn(shape, generators, device=self.device, dtype=torch.float32)
         else:
@@ -306,6 +306,6 @@ class SCADMPipeline:
             raise InputError(f"{what}: contains NaN or infinite values")
         return latents.to(self.device, torch.float32)
 
-    def _unet_fp32_io(self, x, t, context, mask):
+    def _unet_fp32_io(self, x, t, condition):
         """The UNet in its own dtype, with the sampler's float32 state in and its eps out."""
-        return self.schedule.eps_from_output(x, t, self.unet(x.to(self.dtype), t, context, mask).float())
+        return self.schedule.eps_from_output(x, t, self.unet(x.to(self.dtype), t, condition=condition).float())

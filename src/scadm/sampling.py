@@ -69,26 +69,38 @@ def guided_eps_fn(
     cond: tuple[torch.Tensor, torch.Tensor],
     uncond: tuple[torch.Tensor, torch.Tensor] | None = None,
     guidance_scale: float = GUIDANCE_SCALE,
+    prepare: Callable[[torch.Tensor, torch.Tensor], object] | None = None,
 ) -> EpsFn:
     """The denoiser `eps_fn(x_t, t)` of `unet(x, t, context, mask) -> eps` under guidance (Eq. 4).
 
     `cond` and `uncond` are (context (B, C, L*D), mask (B, C, H, W)) pairs. For g != 1 the
     unconditional and conditional inputs go through the UNet as ONE batch of 2B, unconditional
     first (the authors' order), and are combined by `guide`. For g == 1 only the conditional pass
-    runs (batch B) and `uncond` may be None.
+    runs (batch B) and `uncond` may be None. `prepare(context, mask)`, when given, runs once here
+    and every step then calls `unet(x, t, condition=prepared)` (SCADMUNet.condition: the mask's
+    share of the UNet is the same at every step).
     """
     context, mask = cond
+    if guidance_scale != 1:
+        if uncond is None:
+            raise InputError("uncond: needed when guidance_scale != 1")
+        if uncond[0].shape != context.shape or uncond[1].shape != mask.shape:
+            raise InputError("uncond: context and mask must have the shapes of cond's")
+        context = torch.cat([uncond[0], context])  # (2B, C, L*D)
+        mask = torch.cat([uncond[1], mask])  # (2B, C, H, W)
+    if prepare is not None:
+        condition = prepare(context, mask)
+
+        def denoise(x, t):
+            return unet(x, t, condition=condition)
+    else:
+        def denoise(x, t):
+            return unet(x, t, context, mask)
     if guidance_scale == 1:
-        return lambda x, t: unet(x, t, context, mask)
-    if uncond is None:
-        raise InputError("uncond: needed when guidance_scale != 1")
-    if uncond[0].shape != context.shape or uncond[1].shape != mask.shape:
-        raise InputError("uncond: context and mask must have the shapes of cond's")
-    contexts = torch.cat([uncond[0], context])  # (2B, C, L*D)
-    masks = torch.cat([uncond[1], mask])  # (2B, C, H, W)
+        return denoise
 
     def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        eps_u, eps_c = unet(torch.cat([x, x]), torch.cat([t, t]), contexts, masks).chunk(2)
+        eps_u, eps_c = denoise(torch.cat([x, x]), torch.cat([t, t])).chunk(2)
         return guide(eps_u, eps_c, guidance_scale)
 
     return eps_fn

@@ -7,6 +7,7 @@ codes through mask-conditioned cross-attention (Eq. 8). Parameter names equal th
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -31,19 +32,45 @@ TIME_EMBED_MULT = 4
 
 class UNetStep(nn.ModuleList):
     """One entry of input_blocks / middle_block / output_blocks: layers applied in order, each
-    given the conditioning it takes (time embedding, mask, style context)."""
+    given the conditioning it takes (time embedding, style context, its part of a UNetCondition)."""
 
-    def forward(self, h, emb, context, mask, hard):
+    def condition(self, context: torch.Tensor, mask: torch.Tensor, hard: bool | None) -> list:
+        """Per layer, what it takes from the style context and the mask at this step's grid."""
+        out = []
         for layer in self:
             if isinstance(layer, SPADEResBlock):
-                h = layer(h, emb, mask)
+                out.append(layer.condition(mask))
+            elif isinstance(layer, SpatialTransformer):
+                out.append(layer.condition(context, mask, hard))
+            else:
+                out.append(None)
+        return out
+
+    def forward(self, h, emb, context, condition):
+        for layer, cond in zip(self, condition):
+            if isinstance(layer, SPADEResBlock):
+                h = layer(h, emb, condition=cond)
             elif isinstance(layer, ResBlock):
                 h = layer(h, emb)
             elif isinstance(layer, SpatialTransformer):
-                h = layer(h, context, mask, hard)
+                h = layer(h, context, condition=cond)
             else:
                 h = layer(h)
         return h
+
+
+@dataclass(frozen=True, eq=False)
+class UNetCondition:
+    """One batch's conditioning in the form the layers use it: the style context and, per UNet
+    step and layer, what depends on style and mask alone (the mask at that grid, the SPADE
+    modulations, the cross-attention outputs of one-hot masks: a fifth of the UNet's arithmetic).
+
+    A sampler builds it once per edit (`SCADMUNet.condition`) and passes it to every step; one-hot
+    checks (bool of a tensor) happen here too, so a compiled step has no graph break."""
+
+    context: torch.Tensor  # (B, C, context_dim), in the UNet's dtype
+    size: tuple[int, int]  # the latent grid (h, w) it was built for
+    steps: list  # per UNetStep (input, middle, output order): per layer its conditioning or None
 
 
 class SCADMUNet(ModelMixin, ConfigMixin):
@@ -143,36 +170,81 @@ class SCADMUNet(ModelMixin, ConfigMixin):
             zero_init(nn.Conv2d(model_channels, out_channels, 3, padding=1)),
         )
 
-    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
-                mask: torch.Tensor) -> torch.Tensor:
+    def condition(self, context: torch.Tensor, mask: torch.Tensor, size: Sequence[int],
+                  hard: bool | None = None) -> UNetCondition:
+        """The conditioning of style `context` (B, num_classes, context_dim) and `mask`
+        (B, num_classes, H, W) for latents of spatial `size` (h, w), computed once for any number
+        of steps. `hard`: whether `mask` is one-hot or empty, if the caller knows (else checked);
+        with mask_downsample "any" the coarser grids are always checked."""
+        cfg = self.config
+        size = (int(size[0]), int(size[1]))
+        self._check_conditioning(context, mask, size)
+        dtype = self.dtype
+        context, mask = context.to(dtype), mask.to(dtype)
+        nearest = cfg.mask_downsample == "nearest"
+        if cfg.mask_attention and nearest and hard is None:
+            hard = is_one_hot_or_empty(mask)  # nearest resizing keeps one-hotness: one check for every grid
+        grids, steps = {}, []
+        for step, factor in zip(self._steps(), self._step_factors()):
+            grid = (size[0] // factor, size[1] // factor)
+            if grid not in grids:
+                resized = resize_mask(mask, grid, cfg.mask_downsample)
+                grid_hard = hard if nearest or not cfg.mask_attention else is_one_hot_or_empty(resized)
+                grids[grid] = resized, grid_hard
+            steps.append(step.condition(context, *grids[grid]))
+        return UNetCondition(context, size, steps)
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None, *, condition: UNetCondition | None = None,
+                hard: bool | None = None) -> torch.Tensor:
         """x (B, in_channels, h, w) noisy latent, h and w divisible by 2**(levels-1);
         timesteps (B,) or scalar, int or float; context (B, num_classes, context_dim) style codes;
-        mask (B, num_classes, H, W) one-hot float at any resolution >= (h, w).
+        mask (B, num_classes, H, W) one-hot float at any resolution >= (h, w); or, instead of
+        context and mask, their `condition` (see `condition`, which also explains `hard`).
         Returns eps (B, out_channels, h, w) in x's dtype."""
-        timesteps = self._check_inputs(x, timesteps, context, mask)
+        timesteps = self._check_inputs(x, timesteps)
+        if condition is None:
+            condition = self.condition(context, mask, x.shape[-2:], hard)
+        if condition.size != tuple(x.shape[-2:]) or condition.context.shape[0] != x.shape[0]:
+            raise InputError(f"condition: built for {condition.context.shape[0]} latents of "
+                             f"{condition.size[0]}x{condition.size[1]}, got x {tuple(x.shape)}")
         dtype = self.dtype
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
-        h, context, mask = x.to(dtype), context.to(dtype), mask.to(dtype)
-        masks = _MaskPyramid(mask, self.config.mask_downsample, self.config.mask_attention)
-
+        h, context = x.to(dtype), condition.context
+        step_conditions = iter(condition.steps)
         skips = []
         for step in self.input_blocks:
-            h = self._run(step, h, emb, context, masks)
+            h = self._run(step, h, emb, context, next(step_conditions))
             skips.append(h)
-        h = self._run(self.middle_block, h, emb, context, masks)
+        h = self._run(self.middle_block, h, emb, context, next(step_conditions))
         for step in self.output_blocks:
-            h = self._run(step, torch.cat([h, skips.pop()], dim=1), emb, context, masks)
+            h = self._run(step, torch.cat([h, skips.pop()], dim=1), emb, context, next(step_conditions))
         return self.out(h).to(x.dtype)
 
-    def _run(self, step, h, emb, context, masks):
-        """A step's layers all work at its input's resolution (a final Upsample takes no mask)."""
-        mask, hard = masks.at(h.shape[-2:])
+    def _run(self, step, h, emb, context, step_condition):
         if self.gradient_checkpointing and torch.is_grad_enabled():
-            return self._gradient_checkpointing_func(step, h, emb, context, mask, hard)
-        return step(h, emb, context, mask, hard)
+            return self._gradient_checkpointing_func(step, h, emb, context, step_condition)
+        return step(h, emb, context, step_condition)
 
-    def _check_inputs(self, x, timesteps, context, mask) -> torch.Tensor:
-        """Raise InputError for inconsistent shapes; return timesteps as a (B,) tensor."""
+    def _steps(self) -> list[UNetStep]:
+        return [*self.input_blocks, self.middle_block, *self.output_blocks]
+
+    def _step_factors(self) -> list[int]:
+        """The downsampling factor of each step's input grid (a step's layers all work at it; a
+        final Downsample or Upsample takes no conditioning)."""
+        levels = len(self.config.channel_mult)
+        factors, level = [], 0
+        for step in self.input_blocks:
+            factors.append(2**level)
+            level += any(isinstance(layer, Downsample) for layer in step)
+        factors.append(2 ** (levels - 1))
+        for step in self.output_blocks:
+            factors.append(2**level)
+            level -= any(isinstance(layer, Upsample) for layer in step)
+        return factors
+
+    def _check_inputs(self, x, timesteps) -> torch.Tensor:
+        """Raise InputError for a bad latent or timesteps; return timesteps as a (B,) tensor."""
         cfg = self.config
         factor = 2 ** (len(cfg.channel_mult) - 1)
         if x.ndim != 4 or x.shape[1] != cfg.in_channels:
@@ -185,35 +257,20 @@ class SCADMUNet(ModelMixin, ConfigMixin):
             timesteps = timesteps.expand(b)
         if timesteps.shape != (b,):
             raise InputError(f"timesteps: expected shape ({b},) or a scalar, got {tuple(timesteps.shape)}")
+        return timesteps
+
+    def _check_conditioning(self, context, mask, size) -> None:
+        cfg = self.config
+        h, w = size
+        if context is None or mask is None:
+            raise InputError("context and mask: both required (or a condition)")
+        b = mask.shape[0] if mask.ndim == 4 else context.shape[0]
         tokens = cfg.num_classes if cfg.mask_attention else context.shape[1]
         if context.ndim != 3 or tuple(context.shape) != (b, tokens, cfg.context_dim):
             raise InputError(
                 f"context: expected ({b}, {tokens}, {cfg.context_dim}), got {tuple(context.shape)}"
             )
-        if mask.ndim != 4 or mask.shape[:2] != (b, cfg.num_classes):
+        if mask.ndim != 4 or mask.shape[1] != cfg.num_classes:
             raise InputError(f"mask: expected ({b}, {cfg.num_classes}, H, W), got {tuple(mask.shape)}")
         if mask.shape[2] < h or mask.shape[3] < w:
             raise InputError(f"mask: resolution {mask.shape[2]}x{mask.shape[3]} is below the latent's {h}x{w}")
-        return timesteps
-
-
-class _MaskPyramid:
-    """The mask at each feature resolution, resized once per forward pass rather than in every
-    layer, with whether it is one-hot (what lets the masked attention take its gather path)."""
-
-    def __init__(self, mask: torch.Tensor, rule: str, mask_attention: bool):
-        self.mask, self.rule, self.cache = mask, rule, {}
-        # nearest resizing keeps one-hotness, so one check at full resolution covers every grid
-        self.hard_everywhere = mask_attention and rule == "nearest" and is_one_hot_or_empty(mask)
-        self.mask_attention = mask_attention
-
-    def at(self, size) -> tuple[torch.Tensor, bool]:
-        size = tuple(size)
-        if size not in self.cache:
-            mask = resize_mask(self.mask, size, self.rule)
-            if self.rule == "nearest":
-                hard = self.hard_everywhere
-            else:
-                hard = self.mask_attention and is_one_hot_or_empty(mask)
-            self.cache[size] = mask, hard
-        return self.cache[size]

@@ -96,13 +96,18 @@ class MaskedCrossAttention(CrossAttention):
         mask = mask.to(x.dtype)
         if hard is None:
             hard = is_one_hot_or_empty(mask)
+        if hard:
+            return self.hard_output(context, mask)
         v = self.to_v(context).unflatten(-1, (self.heads, -1))  # (B, C, heads, d)
         k = self.to_k(context).unflatten(-1, (self.heads, -1))
-        if hard:
-            out = self._hard_assignment(k, v, mask)
-        else:
-            out = self._masked_softmax(x, k, v, mask)
-        return self.to_out(out)
+        return self.to_out(self._masked_softmax(x, k, v, mask))
+
+    def hard_output(self, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The output (B, N, query_dim) for a one-hot or empty mask (B, C, N): it does not depend on
+        the tokens, so a sampler computes it once per edit instead of once per step."""
+        v = self.to_v(context).unflatten(-1, (self.heads, -1))  # (B, C, heads, d)
+        k = self.to_k(context).unflatten(-1, (self.heads, -1))
+        return self.to_out(self._hard_assignment(k, v, mask))
 
     def _hard_assignment(self, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Each token takes the value vector of its class, per head; otherwise the class mean."""
@@ -163,10 +168,13 @@ class TransformerBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None,
-                hard: bool | None = None) -> torch.Tensor:
-        """x (B, N, dim); context (B, C, context_dim); mask (B, C, N), used only if masked."""
+                hard: bool | None = None, cross: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, N, dim); context (B, C, context_dim); mask (B, C, N), used only if masked;
+        `cross`: attn2's output when it is known not to depend on x (MaskedCrossAttention.hard_output)."""
         x = x + self.attn1(self.norm1(x))
-        if self.mask_attention:
+        if cross is not None:
+            x = x + cross
+        elif self.mask_attention:
             if mask is None:
                 raise InputError("mask: required by mask-conditioned cross-attention")
             x = x + self.attn2(self.norm2(x), context, mask, hard)
@@ -192,15 +200,31 @@ class SpatialTransformer(nn.Module):
         )
         self.proj_out = zero_init(nn.Conv2d(inner_dim, channels, kernel_size=1))
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None,
-                hard: bool | None = None) -> torch.Tensor:
-        """x (B, channels, h, w); context (B, C, context_dim); mask (B, C, H, W), any H, W,
-        nearest-resized to (h, w); hard as in MaskedCrossAttention."""
-        b, _, h, w = x.shape
-        tokens = self.proj_in(self.norm(x)).flatten(2).transpose(1, 2)  # (B, h*w, inner)
+    def condition(self, context: torch.Tensor, mask: torch.Tensor | None, hard: bool | None) -> tuple:
+        """What the blocks need from (context, mask at the layer's resolution): the token mask,
+        and with a one-hot mask each block's cross-attention output, which then depends on
+        nothing else and is computed here once instead of once per sampler step."""
         token_mask = None
         if self.mask_attention and mask is not None:
-            token_mask = resize_mask(mask, (h, w)).flatten(2)  # (B, C, h*w)
-        for block in self.transformer_blocks:
-            tokens = block(tokens, context, token_mask, hard)
+            token_mask = mask.flatten(2)  # (B, C, h*w)
+            if hard is None:
+                hard = is_one_hot_or_empty(token_mask)
+        crosses = [None] * len(self.transformer_blocks)
+        if token_mask is not None and hard:
+            crosses = [block.attn2.hard_output(context, token_mask) for block in self.transformer_blocks]
+        return token_mask, hard, crosses
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None,
+                hard: bool | None = None, condition: tuple | None = None) -> torch.Tensor:
+        """x (B, channels, h, w); context (B, C, context_dim); mask (B, C, H, W), any H, W,
+        nearest-resized to (h, w); hard as in MaskedCrossAttention; or instead of mask and hard,
+        `condition`: what `condition(context, mask at (h, w), hard)` returned."""
+        b, _, h, w = x.shape
+        if condition is None:
+            mask = None if mask is None else resize_mask(mask, (h, w))
+            condition = self.condition(context, mask, hard)
+        token_mask, hard, crosses = condition
+        tokens = self.proj_in(self.norm(x)).flatten(2).transpose(1, 2)  # (B, h*w, inner)
+        for block, cross in zip(self.transformer_blocks, crosses):
+            tokens = block(tokens, context, token_mask, hard, cross)
         return x + self.proj_out(tokens.transpose(1, 2).reshape(b, -1, h, w))

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scadm.nn.spade import NORM_GROUPS, SPADE_HIDDEN_CHANNELS, SPADEGroupNorm
+from scadm.nn.spade import NORM_GROUPS, SPADE_HIDDEN_CHANNELS, SPADEGroupNorm, resize_mask
 
 MAX_PERIOD = 10_000
 
@@ -103,10 +103,19 @@ class SPADEResBlock(nn.Module):
         )
         self.skip_connection = _skip(channels, out_channels)
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x (B, channels, h, w), emb (B, emb_channels), mask (B, num_classes, H, W)."""
-        h = self.in_layers(self.in_norm(x, mask)) + self.emb_layers(emb)[:, :, None, None]
-        h = self.out_layers(self.out_norm(h, mask))
+    def condition(self, mask: torch.Tensor) -> tuple:
+        """Both norms' modulations for a mask at the block's resolution (see SPADEGroupNorm)."""
+        return self.in_norm.modulation(mask), self.out_norm.modulation(mask)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, mask: torch.Tensor | None = None,
+                condition: tuple | None = None) -> torch.Tensor:
+        """x (B, channels, h, w), emb (B, emb_channels), mask (B, num_classes, H, W), or instead
+        `condition`, what `condition(mask at (h, w))` returned."""
+        if condition is None:
+            condition = self.condition(resize_mask(mask.to(x.dtype), x.shape[-2:]))
+        h = self.in_norm.modulate(x, condition[0])
+        h = self.in_layers(h) + self.emb_layers(emb)[:, :, None, None]
+        h = self.out_layers(self.out_norm.modulate(h, condition[1]))
         return self.skip_connection(x) + h
 
 

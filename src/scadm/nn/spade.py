@@ -50,7 +50,16 @@ class SPADEGroupNorm(nn.Module):
         self.mlp_gamma = nn.Conv2d(hidden_channels, channels, kernel_size=3, padding=1)
         self.mlp_beta = nn.Conv2d(hidden_channels, channels, kernel_size=3, padding=1)
 
+    def modulation(self, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1 + gamma(M), beta(M)) for a mask already at the feature resolution: they depend on the
+        mask alone, so a sampler computes them once per edit instead of once per step."""
+        hidden = self.mlp_shared(mask)
+        return 1 + self.mlp_gamma(hidden), self.mlp_beta(hidden)
+
+    def modulate(self, x: torch.Tensor, modulation: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        scale, shift = modulation
+        return self.norm(x) * scale + shift
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x (B, channels, h, w); mask (B, num_classes, H, W) at any resolution."""
-        hidden = self.mlp_shared(resize_mask(mask.to(x.dtype), x.shape[-2:]))
-        return self.norm(x) * (1 + self.mlp_gamma(hidden)) + self.mlp_beta(hidden)
+        return self.modulate(x, self.modulation(resize_mask(mask.to(x.dtype), x.shape[-2:])))

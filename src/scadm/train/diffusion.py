@@ -22,7 +22,7 @@ Launching (the same command everywhere; accelerate picks the device):
 A run is resumed with the same command plus `--resume auto`; on SLURM, requeue with it.
 
 Under DDP, find_unused_parameters is on: with one-hot masks the masked cross-attention uses only
-to_v/to_out, so attn2.to_q/to_k get no gradient (they stay in the weights for the authors'
+to_v/to_out, so attn2.to_q/to_k and norm2 get no gradient (they stay in the weights for the authors'
 checkpoints).
 """
 
