@@ -208,3 +208,8 @@ def test_init_starts_a_fresh_run_from_a_pipelines_weights(tmp_path):
     with pytest.raises(CheckpointError, match="--init .* unet does not match"):
         train_diffusion(wider, tmp_path / "c", vq=tmp_path / "vq", max_steps=1, progress=False, cpu=True,
                         init=first.export)
+    from scadm.relabel import left_right_permutation, relabel_pipeline
+    relabel_pipeline(a, left_right_permutation(a.label_set)).save_pretrained(tmp_path / "relabelled")
+    with pytest.raises(CheckpointError, match="class_order"):  # the weights alone would mix up l/r
+        train_diffusion(config, tmp_path / "d", vq=tmp_path / "vq", max_steps=1, progress=False, cpu=True,
+                        init=tmp_path / "relabelled")

@@ -2,6 +2,11 @@
 
 A label map is an int64 tensor (B, H, W) or (H, W) of class indices; the models take the one-hot
 float mask (B, C, H, W) at image resolution (the paper's semantic mask m, Sec. 3).
+
+Sides: `l_*` and `r_*` are the subject's own left and right, so in a frontal face `l_eye`,
+`l_brow` and `l_ear` lie on the image's right. This is CelebAMask-HQ's convention, followed by
+BiSeNet's `79999_iter.pth`, the authors' checkpoints, the procedural faces (scadm.data.synthetic)
+and every model and parser scadm ships.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ PART_ALIASES: dict[str, tuple[str, ...]] = {
     "ears": ("l_ear", "r_ear"),
 }
 ALL_PARTS = "all"
+
+#: Classes of the subject's left and right (CELEBAMASK_HQ): a mirrored face trades their labels.
+LEFT_RIGHT_PAIRS = (("l_eye", "r_eye"), ("l_brow", "r_brow"), ("l_ear", "r_ear"))
 
 
 @dataclass(frozen=True)
@@ -132,6 +140,7 @@ class LabelSet:
         return np.asarray(self.palette, dtype=np.uint8)
 
 
+# `l_*` = the subject's left, on the image's right (see the module docstring).
 CELEBAMASK_HQ = LabelSet(
     names=(
         "bg", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear",

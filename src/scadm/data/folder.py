@@ -28,7 +28,12 @@ from tqdm.auto import tqdm
 
 from scadm.errors import InputError
 from scadm.io import PathLike, read_pair
-from scadm.labels import CELEBAMASK_HQ, LabelSet, label_set_from_config
+from scadm.labels import (
+    CELEBAMASK_HQ,
+    LEFT_RIGHT_PAIRS,
+    LabelSet,
+    label_set_from_config,
+)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 LABEL_SUFFIX = ".png"
@@ -36,9 +41,6 @@ ON_ERROR = ("raise", "skip")
 FLIP_PROBABILITY = 0.5
 NAMES_SHOWN = 5  # unmatched names quoted in a report; the rest are counted
 CONFIG_KEYS = ("classes", "palette", "flip_pairs")
-
-# A mirrored face's left eye sits where its right eye was: these classes trade labels on a flip.
-CELEBAMASK_HQ_FLIP_PAIRS = (("l_eye", "r_eye"), ("l_brow", "r_brow"), ("l_ear", "r_ear"))
 
 FlipPairs = Sequence[tuple[str | int, str | int]]
 
@@ -168,7 +170,7 @@ class FaceFolder(Dataset):
         self.root = Path(root) / split if split else Path(root)
         self.size, self.label_set, self.on_error, self.flip = size, label_set, on_error, flip
         if flip_pairs is None:
-            flip_pairs = CELEBAMASK_HQ_FLIP_PAIRS if label_set.names == CELEBAMASK_HQ.names else ()
+            flip_pairs = LEFT_RIGHT_PAIRS if label_set.names == CELEBAMASK_HQ.names else ()
         self.flip_pairs = tuple(tuple(p) for p in flip_pairs)
         self._flip_lut = flip_table(label_set, self.flip_pairs)
         self._match(

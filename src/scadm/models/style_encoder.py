@@ -11,6 +11,13 @@ the prefix; two of their quirks are part of the model and are kept:
   2*D/C contiguous channels of [x, skip]), so class separation holds in the encoder, in the first
   decoder layer and at every pooling step, but not through the later decoder layers;
 - an absent class pools to 0, so its row is tanh(bias) of each output conv, a constant, not 0.
+
+`class_order` lets weights trained under another class numbering serve this one: weight slot s
+(channel group s, output row s) holds label class class_order[s]. The first quirk is why this is
+a setting and not a permutation of the weights: the groups after a skip concatenation read two
+neighbouring class slots (of [x, skip]), so reordering the classes changes which slots meet, and
+no reordering of the weights computes the same function. Permuting the mask on the way in and the
+rows on the way out does, bit for bit.
 """
 
 from __future__ import annotations
@@ -68,8 +75,15 @@ class StyleEncoder(ModelMixin, ConfigMixin):
         num_feat: int = 4,
         style_dim: int = 256,
         kernel_size: int = 3,
+        class_order: list[int] | None = None,
     ):
         super().__init__()
+        if class_order is not None and sorted(class_order) != list(range(num_classes)):
+            raise InputError(
+                f"class_order: {class_order} is not a permutation of 0..{num_classes - 1}"
+            )
+        # Output row k is slot _rows[k] (the inverse of class_order); None: slot k is class k.
+        self._rows = None if class_order is None else [class_order.index(k) for k in range(num_classes)]
         if not 1 <= num_upsample < num_downsample:
             raise InputError(
                 f"num_upsample: must be in [1, num_downsample - 1] = [1, {num_downsample - 1}], "
@@ -109,6 +123,8 @@ class StyleEncoder(ModelMixin, ConfigMixin):
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Image (B, 3, H, W) in [-1, 1], one-hot mask (B, C, H, W) -> style S (B, C, L*D)."""
         self._check_inputs(image, mask)
+        if self._rows is not None:
+            mask = mask[:, self.config.class_order]  # slot s pools class class_order[s]
         n_down = self.config.num_downsample
         x = self.Encoder["first_layer"](image)
         skips = []
@@ -125,7 +141,8 @@ class StyleEncoder(ModelMixin, ConfigMixin):
             pooled = self._masked_average(x, mask)  # (B, C, D_i/C): S_{i,j} of Eq. 5
             style = self.out[f"out_{j}"](pooled.flatten(1).unsqueeze(-1))  # (B, C*D, 1)
             scales.append(style.view(x.shape[0], self.config.num_classes, -1))
-        return torch.cat(scales, dim=2)
+        rows = torch.cat(scales, dim=2)
+        return rows if self._rows is None else rows[:, self._rows]
 
     def _masked_average(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Eq. 5, all classes at once: mean of channel group j over class j's (resized) region."""

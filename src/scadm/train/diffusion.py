@@ -303,6 +303,10 @@ def _init_from_pipeline(unet, style_encoder, folder: Path) -> None:
         except RuntimeError as e:
             first = str(e).strip().splitlines()[0][:200]
             raise CheckpointError(f"--init {folder}: its {name} does not match the config ({first})") from None
+    order = pipe.style_encoder.config.class_order
+    if order != style_encoder.config.class_order:  # same weights, other classes: a silent mix-up
+        raise CheckpointError(f"--init {folder}: its style encoder reads the classes in the order {order} "
+                              f"(style_encoder/config.json); set model.style_encoder.class_order to it")
 
 
 def _check_compatible(config: Config, unet, vqvae: VQModel, label_set: LabelSet, source) -> None:
