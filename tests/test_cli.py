@@ -84,7 +84,7 @@ def test_demo_writes_its_figure_and_summary(converted, tmp_path, capsys):
     assert main(["demo", "--model", str(converted / "model"), "--steps", "2", "--out", str(tmp_path)]) == 0
     assert Image.open(tmp_path / "demo.png").size[0] > 200
     summary = capsys.readouterr().out
-    assert "reconstruction: mean per-part colour error" in summary and "swap l_eye" in summary
+    assert "reconstruction: mean per-part colour error" in summary and "swap r_eye" in summary
 
 
 def test_help_mentions_every_command(capsys):

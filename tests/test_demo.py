@@ -20,7 +20,7 @@ def test_shipped_model_is_complete_small_and_documented():
 def test_demo_with_the_shipped_model_edits_locally(tmp_path: Path):
     summary = run_demo(tmp_path, steps=10)
     assert Image.open(summary.figure).size[0] > 300
-    for part in ("l_eye", "hair"):  # a swap changes its part, not the face around it
+    for part in ("r_eye", "hair"):  # a swap changes its part, not the face around it
         inside, outside = summary.swaps[part]
         assert inside > 4 * outside, part
     assert summary.swaps["hair"][0] > 60  # /255: the demo's reference has hair of another colour

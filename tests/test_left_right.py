@@ -2,14 +2,17 @@
 procedural faces as in CelebAMask-HQ; renumbering a trained model's classes (scadm.relabel) keeps
 what it computes."""
 
+import numpy as np
 import pytest
 import torch
 from tiny_models import face, tiny_pipeline
 
+from scadm.data.synthetic import render_face, swap_parts
 from scadm.errors import InputError
 from scadm.labels import CELEBAMASK_HQ, LEFT_RIGHT_PAIRS
 from scadm.models.style_encoder import StyleEncoder
 from scadm.models.unet import SCADMUNet
+from scadm.parsing import load_face_parser
 from scadm.parsing.procedural import ParserConfig, ProceduralParserNet
 from scadm.pipeline import SCADMPipeline
 from scadm.relabel import (
@@ -25,6 +28,29 @@ PERM = left_right_permutation(CELEBAMASK_HQ)
 # ~20 layers of O(1) activations stays near 1e-6 (measured 2e-6 after 25 DDIM steps with the
 # shipped model); 1e-5 would still catch a wrong channel, which moves outputs by O(0.1).
 TOL = {"rtol": 1e-5, "atol": 1e-5}
+
+
+def test_rendered_l_parts_lie_on_the_image_right():
+    for seed in range(40):
+        labels = render_face(seed).labels
+        cols = np.broadcast_to(np.arange(labels.shape[1]), labels.shape)
+        centre = labels.shape[1] / 2
+        for left, right in LEFT_RIGHT_PAIRS:
+            on_left = labels == CELEBAMASK_HQ.index(left)
+            on_right = labels == CELEBAMASK_HQ.index(right)
+            if on_left.any():
+                assert cols[on_left].mean() > centre, (seed, left)
+            if on_right.any():
+                assert cols[on_right].mean() < centre, (seed, right)
+
+
+def test_a_one_eye_swap_repaints_the_eye_with_that_label():
+    target, reference = render_face(900_000_017), render_face(900_000_023)
+    swapped = swap_parts(target, reference, ["l_eye"])
+    changed = (swapped.image != target.image).any(-1)
+    l_eye = target.labels == CELEBAMASK_HQ.index("l_eye")
+    assert changed[l_eye].mean() > 0.5  # the reference's l_eye has another colour
+    assert not changed[:, : target.labels.shape[1] // 2].any()  # the image's left half is untouched
 
 
 def test_left_right_permutation_swaps_the_pairs_only():
@@ -94,3 +120,13 @@ def test_relabelled_parser_gives_the_relabelled_logits():
     assert torch.equal(relabel_parser(net, PERM)(image), net(image)[:, PERM])  # bit for bit
 
 
+def test_shipped_parser_finds_l_eye_on_the_image_right():
+    parser = load_face_parser("procedural")
+    for seed in (900_000_017, 900_000_023):
+        f = render_face(seed)
+        image = torch.from_numpy(f.image).permute(2, 0, 1).float()[None] / 127.5 - 1
+        predicted = parser(image)[0].numpy()
+        for name in ("l_eye", "r_eye"):
+            k = CELEBAMASK_HQ.index(name)
+            truth, found = f.labels == k, predicted == k
+            assert (truth & found).sum() / (truth | found).sum() > 0.6, (seed, name)

@@ -57,7 +57,7 @@ def change_inside_outside(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> t
 
 
 def _visible_face(seed: int, size: int, pipe: SCADMPipeline):
-    """The first face from `seed` whose l_eye, lips and hair the model can see. A model that
+    """The first face from `seed` whose r_eye, lips and hair the model can see. A model that
     resizes the mask by nearest sampling (the authors' rule) sees only every f-th pixel at its
     latent grid: at 64 px a small part can fall between the grid points, and then its style has no
     way into the image. With "any" downsampling every part is seen and the first face is taken."""
@@ -65,7 +65,7 @@ def _visible_face(seed: int, size: int, pipe: SCADMPipeline):
         return render_face(seed, size)
     f = downsampling_factor(pipe.vqvae)
     names = pipe.label_set.names
-    wanted = [names.index(p) for p in ("l_eye", "u_lip", "l_lip", "hair")]
+    wanted = [names.index(p) for p in ("r_eye", "u_lip", "l_lip", "hair")]
     while True:
         face = render_face(seed, size)
         if np.isin(wanted, face.labels[::f, ::f]).all():
@@ -96,7 +96,9 @@ def run_demo(out: Path, model: str | Path | SCADMPipeline = DEMO_MODEL, seed: in
              render("swap")[0]]]
     row_labels = ["target | mask | reference | reconstruction | total swap"]
     swaps = {}
-    for title, part_names in (("hair", ["hair"]), ("l_eye", ["l_eye"]), ("lips", ["u_lip", "l_lip"])):
+    # One eye: r_eye, the subject's right eye, on the image's left (scadm.labels). It is the eye
+    # this demo swapped when procedural faces still called it l_eye, so its numbers carry over.
+    for title, part_names in (("hair", ["hair"]), ("r_eye", ["r_eye"]), ("lips", ["u_lip", "l_lip"])):
         parts = [names.index(p) for p in part_names]
         result = render("partial", parts)[0]
         truth = swap_parts(target, reference, part_names).image

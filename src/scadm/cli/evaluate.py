@@ -53,7 +53,7 @@ def add_evaluate_commands(subparsers) -> None:
     p.add_argument("--axis-guidance", default="1,1.2,2", help="guidance scales of the disentanglement axes")
     p.add_argument("--axis-steps", default="25,50", help="step counts of the disentanglement axes")
     p.add_argument("--part-set", action="append", metavar="NAME=PARTS",
-                   help="a part set for swaps, e.g. eyes=l_eye,r_eye (repeat; default l_eye, lips=u_lip,l_lip, "
+                   help="a part set for swaps, e.g. eyes=l_eye,r_eye (repeat; default r_eye, lips=u_lip,l_lip, "
                         "hair, all)")
     p.add_argument("--timing-samplers", default="ddim,ddpm,dpm++")
     p.add_argument("--timing-steps", default="10,25,50")

@@ -44,7 +44,8 @@ SEED_STRIDE = 1_000_003  # sample i of a dataset with seed s is face s * SEED_ST
 
 @dataclass
 class SyntheticFace:
-    """One rendered face. Parts named l_* lie on the image's left (x < 0 before the pose)."""
+    """One rendered face. Parts named l_* are the subject's left, on the image's right (x > 0
+    before the pose), as in CelebAMask-HQ (see scadm.labels)."""
 
     image: np.ndarray  # (H, W, 3) uint8
     labels: np.ndarray  # (H, W) int64, CelebAMask-HQ class indices (CLASS_NAMES)

@@ -103,7 +103,7 @@ def eyes(g, face, f) -> None:
     iris_r, pupil = b * g.uniform(1.1, 1.3), g.uniform(0.3, 0.42)
     gaze = (g.uniform(-0.3, 0.3) * a, g.uniform(-0.15, 0.15) * b)
     f["eyes"] = []
-    for name, side in (("l_eye", -1.0), ("r_eye", 1.0)):
+    for name, side in (("r_eye", -1.0), ("l_eye", 1.0)):  # the subject's right eye: image left
         cx, t = side * dx + 0.1 * f["yaw"], -side * tilt
         face.add(CLS[name], ellipse(cx, cy, a, b, tilt=t))
         face.anchors[CLS[name]] = (cx, cy, a)
@@ -137,7 +137,7 @@ def brows(g, face, f) -> None:
     half, thick = g.uniform(0.13, 0.17), g.uniform(0.065, 0.09)
     arch, tilt = g.uniform(0.01, 0.045), g.uniform(-0.05, 0.06)
     dx = abs(f["eyes"][0][0] - 0.1 * f["yaw"]) + g.uniform(0.0, 0.02)
-    for name, side in (("l_brow", -1.0), ("r_brow", 1.0)):
+    for name, side in (("r_brow", -1.0), ("l_brow", 1.0)):
         cx = side * dx + 0.1 * f["yaw"]
 
         def curve(x, cx=cx, side=side):

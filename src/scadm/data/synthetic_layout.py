@@ -182,7 +182,7 @@ def _ears(g, face, f, rings: bool) -> list:
     ea, eb, tilt = g.uniform(0.095, 0.12), g.uniform(0.15, 0.19), g.uniform(0.0, 0.2)
     edge = f["half_width"](cy)
     lobes = []
-    for name, side in (("l_ear", -1.0), ("r_ear", 1.0)):
+    for name, side in (("r_ear", -1.0), ("l_ear", 1.0)):  # the subject's right ear: image left
         cx = side * (edge + 0.15 * ea) - 0.08 * f["yaw"]
         face.add(CLS[name], ellipse(cx, cy, ea, eb, tilt=side * tilt))
         face.anchors[CLS[name]] = (cx, cy, eb)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scadm.data.synthetic_shapes import CLASS_NAMES
 from scadm.errors import InputError
 
 TEXTURES = ("none", "stripes", "noise")
@@ -117,18 +118,20 @@ def sample_styles(g: np.random.Generator) -> dict[str, PartStyle]:
     headwear = g.uniform(20, 240, 3) if g.random() < 0.5 else _pick(g, GARMENTS, 8.0)
     brow_style = _flat(g, brow, shading=(0.0, 0.15))
     ear = skin * g.uniform(0.92, 0.98)
-    return {
+    # Entries draw from `g` in the order written, which fixes each seed's look: the subject's
+    # right eye and ear (on the image's left) draw first, as they always have.
+    styles = {
         "bg": _textured(g, g.uniform(25, 235, 3), (0.8, 0.08, 0.12), (1.0, 3.0),
                         shading=(0.0, 0.45) if g.random() < 0.5 else (0.0, 0.0)),
         "skin": _flat(g, skin),
         "nose": _flat(g, skin * g.uniform(0.86, 0.92)),
         "eye_g": _flat(g, _pick(g, FRAMES, 6.0), shading=(0.0, 0.1)),
-        "l_eye": _flat(g, iris, shading=(0.0, 0.15)),
-        "r_eye": _flat(g, iris if same_eyes else other_iris, shading=(0.0, 0.15)),
+        "r_eye": _flat(g, iris, shading=(0.0, 0.15)),
+        "l_eye": _flat(g, iris if same_eyes else other_iris, shading=(0.0, 0.15)),
         "l_brow": brow_style,
         "r_brow": brow_style,
-        "l_ear": _flat(g, ear),
         "r_ear": _flat(g, ear),
+        "l_ear": _flat(g, ear),
         "mouth": _flat(g, _pick(g, (MOUTH_INSIDE,), 10.0), shading=(0.0, 0.15)),
         "u_lip": _flat(g, lips * g.uniform(0.88, 0.96)),
         "l_lip": _flat(g, lips),
@@ -139,3 +142,4 @@ def sample_styles(g: np.random.Generator) -> dict[str, PartStyle]:
         "neck": _flat(g, skin * g.uniform(0.84, 0.92)),
         "cloth": _textured(g, garment, (0.5, 0.35, 0.15), (2.5, 6.0)),
     }
+    return {name: styles[name] for name in CLASS_NAMES}

@@ -55,7 +55,7 @@ class Options:
     axis_guidance: tuple[float, ...] = (1.0, 1.2, 2.0)
     axis_steps: tuple[int, ...] = (25, 50)
     part_sets: dict[str, tuple[str, ...]] = field(default_factory=lambda: {
-        "l_eye": ("l_eye",), "lips": ("u_lip", "l_lip"), "hair": ("hair",), "all": ("all",)})
+        "r_eye": ("r_eye",), "lips": ("u_lip", "l_lip"), "hair": ("hair",), "all": ("all",)})
     timing_samplers: tuple[str, ...] = ("ddim", "ddpm", "dpm++")
     timing_steps: tuple[int, ...] = (10, 25, 50)
     timing_repeats: int = 3
