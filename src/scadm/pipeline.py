@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +30,12 @@ from . import __version__
 from .errors import CheckpointError, InputError
 from .io import to_uint8
 from .labels import LabelSet, label_set_from_config, one_hot
-from .models.autoencoder import decode, downsampling_factor
+from .inversion import InversionCache, Trajectory, content_key, ddim_invert, keep_target
+from .models.autoencoder import decode, downsampling_factor, encode
 from .models.style_encoder import StyleEncoder
 from .models.unet import SCADMUNet
-from .sampling import Progress, guided_eps_fn, randn, sample
+from .regions import Preserve, blend, default_margin, edited_classes, edited_region, latent_keep, pixel_weight
+from .sampling import Progress, ddim_timesteps, guided_eps_fn, randn, sample
 from .schedule import NoiseSchedule
 from .settings import DTYPES, RenderSettings, check_seed
 from .style import StyleCode
@@ -70,6 +72,8 @@ class SCADMPipeline:
     label_set: LabelSet
     image_size: int = 256
     unconditional: str = "zero"
+    #: trajectories of recently inverted targets (region-preserving edits, `invert`)
+    inversions: InversionCache = field(default_factory=InversionCache, repr=False, compare=False)
 
     def __post_init__(self):
         if self.unconditional not in UNCONDITIONAL_INPUTS:
@@ -217,6 +221,7 @@ class SCADMPipeline:
         callback_on_step_end: StepCallback | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         progress: Progress = False,
+        preserve: Preserve | None = None,
     ):
         """Render faces with the shapes of `labels` (B,H,W) and the styles of `style`.
 
@@ -234,6 +239,9 @@ class SCADMPipeline:
         `callback_on_step_end(pipe, step, t, {"latents": x})`: called after every sampler step
         with the float32 state; a returned dict with "latents" replaces the state.
         `progress`: True for a tqdm bar, or a callback(steps_done, total).
+        `preserve`: keep the target's own pixels outside the edited parts (`scadm.regions.Preserve`,
+        beyond the paper): the target is DDIM-inverted (once: `self.inversions` caches it) and the
+        sampler follows its trajectory outside the edited region plus a margin.
         """
         per_sample = seed is not None and not isinstance(seed, int)
         settings = self._settings(settings, steps=num_inference_steps, guidance=guidance_scale, sampler=sampler,
@@ -256,14 +264,9 @@ class SCADMPipeline:
                       for i, s in enumerate(seeds)]
 
         style = style.to(self.device, self.dtype)
-        if self.unconditional == "zero":
-            uncond = (torch.zeros_like(style.tokens), torch.zeros_like(mask))
-        else:
-            uncond = (style.blank, mask)
         f = downsampling_factor(self.vqvae)
         shape = (batch, self.unet.config.in_channels, mask.shape[-2] // f, mask.shape[-1] // f)
-        eps_fn = guided_eps_fn(self._unet_fp32_io, (style.tokens, mask), uncond, settings.guidance,
-                               prepare=lambda context, mask: self.unet.condition(context, mask, shape[-2:]))
+        eps_fn = self._eps_fn(style, mask, settings.guidance)
         if latents is None:
             x_T = randn(shape, generators, device=self.device, dtype=torch.float32)
         else:
@@ -276,16 +279,35 @@ class SCADMPipeline:
                     return x
                 return self._check_latents(returned["latents"], shape, "callback_on_step_end: latents")
 
+        kept = None
+        if preserve is not None:
+            kept = self._preserving(labels, style, preserve, settings, progress)
+            start, keep_step = kept[0]
+            x_T, user_step = start(x_T), on_step
+            on_step = keep_step if user_step is None else (lambda n, t, x: user_step(n, t, keep_step(n, t, x)))
         z_0 = sample(eps_fn, x_T, self.schedule, sampler=settings.sampler, num_steps=settings.steps,
                      eta=settings.eta, generators=generators, progress=progress, on_step=on_step)
         if output_type == "latent":
             return z_0
         images = decode(self.vqvae, z_0.to(self.dtype)).float().clamp(-1, 1)
+        if kept is not None:
+            images = blend(images, kept[1], kept[2])
         if output_type == "pt":
             return images
         if output_type == "np":
             return ((images + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
         return [Image.fromarray(x) for x in to_uint8(images)]
+
+    def _eps_fn(self, style: StyleCode, mask: torch.Tensor, guidance: float):
+        """The guided denoiser of `style` on one-hot `mask` (paper Eq. 4)."""
+        if self.unconditional == "zero":
+            uncond = (torch.zeros_like(style.tokens), torch.zeros_like(mask))
+        else:
+            uncond = (style.blank, mask)
+        f = downsampling_factor(self.vqvae)
+        size = (mask.shape[-2] // f, mask.shape[-1] // f)
+        return guided_eps_fn(self._unet_fp32_io, (style.tokens, mask), uncond, guidance,
+                             prepare=lambda context, mask: self.unet.condition(context, mask, size))
 
     def _settings(self, settings: RenderSettings | None, **overrides) -> RenderSettings:
         """`settings` (checked against the networks' dtype) or the defaults in the pipeline's
@@ -309,3 +331,41 @@ class SCADMPipeline:
     def _unet_fp32_io(self, x, t, condition):
         """The UNet in its own dtype, with the sampler's float32 state in and its eps out."""
         return self.schedule.eps_from_output(x, t, self.unet(x.to(self.dtype), t, condition=condition).float())
+
+    # ------------------------------------------------------------ region-preserving edits
+
+    def _target(self, image: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        image = image[None] if image.dim() == 3 else image
+        labels = self._check_labels(labels)
+        if image.shape[0] != 1 or labels.shape[0] != 1 or image.shape[-2:] != labels.shape[-2:]:
+            raise InputError(f"preserve: expected one target image (1,3,H,W) and its labels (1,H,W), "
+                             f"got {tuple(image.shape)} and {tuple(labels.shape)}")
+        return image.to(self.device, self.dtype), labels.to(self.device)
+
+    @torch.no_grad()
+    def invert(self, image: torch.Tensor, labels: torch.Tensor, settings: RenderSettings | None = None,
+               progress: Progress = False) -> Trajectory:
+        """The DDIM trajectory of one target (1,3,H,W) under its own style and mask with the steps and
+        guidance of `settings` (`scadm.inversion`), from `self.inversions` when already inverted."""
+        settings = self._settings(settings)
+        image, labels = self._target(image, labels)
+        key = content_key(image, labels, steps=settings.steps, guidance=settings.guidance,
+                          unconditional=self.unconditional, dtype=str(self.dtype), device=str(self.device),
+                          model=id(self.unet), prediction=self.schedule.prediction_type)
+
+        def compute() -> Trajectory:
+            eps_fn = self._eps_fn(self.encode_style(image, labels), self.one_hot(labels), settings.guidance)
+            return ddim_invert(eps_fn, encode(self.vqvae, image).float(), self.schedule.alphas_cumprod,
+                               ddim_timesteps(settings.steps, self.schedule.num_train_timesteps), progress=progress)
+
+        return self.inversions.get(key, compute)
+
+    def _preserving(self, labels, style, preserve: Preserve, settings: RenderSettings, progress):
+        """(start, on_step) of the latent blend, the target's pixels and the edit's pixel weight."""
+        image, target_labels = self._target(preserve.image, preserve.labels)
+        target_style = self.encode_style(image, target_labels)
+        region = edited_region(target_labels, labels.to(self.device), edited_classes(target_style, style))
+        margin = default_margin(self.image_size) if preserve.margin is None else preserve.margin
+        trajectory = self.invert(image, target_labels, settings, progress)
+        keep = latent_keep(region, margin, downsampling_factor(self.vqvae))
+        return keep_target(trajectory, keep), image.float(), pixel_weight(region, margin)
