@@ -96,6 +96,27 @@ def test_ddim_two_steps_match_eq12_transcription(eta):
     torch.testing.assert_close(got.double(), x, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_ddim_in_float64_matches_a_float64_transcription_to_float64_precision(eta):
+    """A float64 state steps with float64 factors (float32-rounded ones left ~1e-7 relative error).
+    25 steps of a few float64 ops, 1 / sqrt(a_t) <= 84 at t = 981: ~1e-14 relative (|x| up to ~130)."""
+    a = SCHEDULE.alphas_cumprod.double()
+    timesteps = ddim_timesteps(25)
+    x_T = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    got = sample_ddim(toy_eps, x_T, SCHEDULE.alphas_cumprod, timesteps, eta=eta, generators=seeded(5, 6))
+    assert got.dtype == torch.float64
+
+    gens, x = seeded(5, 6), x_T
+    for t, t_prev in zip(timesteps[::-1], [*timesteps[::-1][1:], 0]):
+        a_t, a_prev = a[t], a[t_prev]
+        sigma = eta * torch.sqrt((1 - a_prev) / (1 - a_t)) * torch.sqrt(1 - a_t / a_prev)
+        eps = toy_eps(x, torch.full((2,), t))
+        x0 = (x - torch.sqrt(1 - a_t) * eps) / torch.sqrt(a_t)
+        z = torch.cat([torch.randn(1, 3, 4, 4, generator=g, dtype=torch.float64) for g in gens])
+        x = torch.sqrt(a_prev) * x0 + torch.sqrt(1 - a_prev - sigma**2) * eps + sigma * z
+    torch.testing.assert_close(got, x, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("num_steps", [10, 50])
 def test_ddim_matches_diffusers_ddim_scheduler_where_steps_divide_T(num_steps):
     scheduler = DDIMScheduler(

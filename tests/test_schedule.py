@@ -65,3 +65,19 @@ def test_v_target_is_salimans_ho_and_converts_back_to_the_drawn_noise():
 def test_unknown_prediction_type_is_refused():
     with pytest.raises(ValueError, match="prediction_type.*sample"):
         NoiseSchedule(prediction_type="sample")
+
+
+def test_v_prediction_in_float64_converts_back_to_the_noise_to_float64_precision():
+    """In float64 the square roots are float64 ones of alphas_cumprod, so sqrt(a)^2 + sqrt(1-a)^2 = 1
+    to ~1e-16 and eps comes back to ~1e-15 (|noise| < 5); float32-rounded roots would leave ~1e-8."""
+    v_schedule = NoiseSchedule(prediction_type="v_prediction")
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(4, 3, 5, 5, generator=g, dtype=torch.float64), torch.randn(4, 3, 5, 5, generator=g,
+                                                                                        dtype=torch.float64)
+    t = torch.tensor([0, 250, 800, 999])
+    x_t = v_schedule.q_sample(x0, t, noise)
+    v = v_schedule.target(x0, t, noise)
+    assert x_t.dtype == v.dtype == torch.float64
+    a = SCHEDULE.alphas_cumprod.double()[t].view(-1, 1, 1, 1)
+    torch.testing.assert_close(x_t, a.sqrt() * x0 + (1 - a).sqrt() * noise, rtol=0, atol=1e-14)
+    torch.testing.assert_close(v_schedule.eps_from_output(x_t, t, v), noise, rtol=0, atol=1e-14)

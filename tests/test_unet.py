@@ -3,6 +3,7 @@
 import hashlib
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -176,13 +177,49 @@ def test_bad_inputs_raise_input_error(unet, change, message):
         unet(*change(*inputs()))
 
 
+def _embedding64(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """The sinusoidal embedding in NumPy float64 (cos then sin, zero column for odd dims)."""
+    freqs = np.exp(-math.log(10_000) * np.arange(dim // 2, dtype=np.float64) / (dim // 2))
+    args = t.numpy().astype(np.float64)[:, None] * freqs[None]
+    out = np.concatenate([np.cos(args), np.sin(args), np.zeros((len(t), dim % 2))], axis=1)
+    return torch.from_numpy(out)
+
+
 def test_timestep_embedding_is_cos_then_sin_in_float32():
     emb = timestep_embedding(torch.tensor([0, 500]), 7)
     assert emb.dtype == torch.float32 and emb.shape == (2, 7)
-    freqs = [math.exp(-math.log(10_000) * i / 3) for i in range(3)]
-    expected = [math.cos(500 * f) for f in freqs] + [math.sin(500 * f) for f in freqs] + [0.0]
-    torch.testing.assert_close(emb[1], torch.tensor(expected), atol=1e-4, rtol=0)
+    # args up to 500 rad in float32 (eps 6e-8): ~3e-5 error in cos/sin
+    torch.testing.assert_close(emb, _embedding64(torch.tensor([0, 500]), 7).float(), atol=1e-4, rtol=0)
     assert emb[0].tolist() == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    # bf16 models get the authors' float32 embedding, exactly
+    assert torch.equal(timestep_embedding(torch.tensor([0, 500]), 7, dtype=torch.bfloat16), emb)
+
+
+def test_timestep_embedding_of_a_float64_model_is_float64():
+    t = torch.arange(0, 1000, 37)
+    emb = timestep_embedding(t, 33, dtype=torch.float64)
+    assert emb.dtype == torch.float64
+    # args up to 999 rad carry ~1e3 * 2.2e-16 = 2e-13 absolute error, and so do cos/sin; float32
+    # would be off by ~6e-5
+    torch.testing.assert_close(emb, _embedding64(t, 33), atol=1e-12, rtol=0)
+
+
+def test_float64_unet_carries_no_float32_error():
+    """A float64 UNet equals itself fed the exact float64 embedding to ~1e-12 of its output's scale
+    (a float32 embedding, as before, moved it by ~1e-7)."""
+    model = tiny_unet().double()
+    x, t, context, mask = (v.double() if v.is_floating_point() else v for v in inputs())
+    with torch.no_grad():
+        eps = model(x, t, context, mask)
+        exact = _embedding64(t, model.config.model_channels)
+        hook = model.time_embed.register_forward_pre_hook(lambda module, args: (exact,))
+        try:
+            reference = model(x, t, context, mask)
+        finally:
+            hook.remove()
+    assert eps.dtype == torch.float64
+    # the embedding's ~2e-13 error passes through ~20 layers of O(1) gain: ~1e-12 of max |eps| (~1)
+    torch.testing.assert_close(eps, reference, rtol=0, atol=1e-12 * reference.abs().max().item())
 
 
 def test_resblock_norm_runs_in_float32_for_low_precision_inputs():

@@ -97,9 +97,15 @@ class SCADMPipeline:
     def dtype(self) -> torch.dtype:
         return next(self.unet.parameters()).dtype
 
+    @property
+    def state_dtype(self) -> torch.dtype:
+        """The sampler's state and coefficients: float64 with float64 networks, else float32 (the
+        authors' sampler, whatever precision the networks run in)."""
+        return torch.float64 if self.dtype == torch.float64 else torch.float32
+
     def to(self, device=None, dtype=None) -> SCADMPipeline:
-        """Move every network; `dtype` (e.g. torch.bfloat16) sets the networks' precision, while
-        the sampler's state and coefficients stay float32."""
+        """Move every network; `dtype` (e.g. torch.bfloat16) sets the networks' precision (and
+        `state_dtype` the sampler's)."""
         moves = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
         for model in self.models():
             # nn.Module's own `to`: diffusers' ModelMixin.to warns about "modules that should be kept
@@ -237,7 +243,7 @@ class SCADMPipeline:
         takes); "np" (B,H,W,3) float32 in [0, 1] and "pil" (list of RGB images, rounded as
         `scadm.io.to_uint8`) as diffusers gives them; "latent" the final latents z_0, unclamped.
         `callback_on_step_end(pipe, step, t, {"latents": x})`: called after every sampler step
-        with the float32 state; a returned dict with "latents" replaces the state.
+        with the sampler's state (`state_dtype`); a returned dict with "latents" replaces it.
         `progress`: True for a tqdm bar, or a callback(steps_done, total).
         `preserve`: keep the target's own pixels outside the edited parts (`scadm.regions.Preserve`,
         beyond the paper): the target is DDIM-inverted (once: `self.inversions` caches it) and the
@@ -268,7 +274,8 @@ class SCADMPipeline:
         shape = (batch, self.unet.config.in_channels, mask.shape[-2] // f, mask.shape[-1] // f)
         eps_fn = self._eps_fn(style, mask, settings.guidance)
         if latents is None:
-            x_T = randn(shape, generators, device=self.device, dtype=torch.float32)
+            # drawn in float32 whatever the state's dtype: a float64 render starts from the same noise
+            x_T = randn(shape, generators, device=self.device, dtype=torch.float32).to(self.state_dtype)
         else:
             x_T = self._check_latents(latents, shape, "latents")
         on_step = None
@@ -306,7 +313,7 @@ class SCADMPipeline:
             uncond = (style.blank, mask)
         f = downsampling_factor(self.vqvae)
         size = (mask.shape[-2] // f, mask.shape[-1] // f)
-        return guided_eps_fn(self._unet_fp32_io, (style.tokens, mask), uncond, guidance,
+        return guided_eps_fn(self._unet_state_io, (style.tokens, mask), uncond, guidance,
                              prepare=lambda context, mask: self.unet.condition(context, mask, size))
 
     def _settings(self, settings: RenderSettings | None, **overrides) -> RenderSettings:
@@ -326,11 +333,12 @@ class SCADMPipeline:
             raise InputError(f"{what}: expected a tensor of shape {shape}, got {got}")
         if not torch.isfinite(latents).all():
             raise InputError(f"{what}: contains NaN or infinite values")
-        return latents.to(self.device, torch.float32)
+        return latents.to(self.device, self.state_dtype)
 
-    def _unet_fp32_io(self, x, t, condition):
-        """The UNet in its own dtype, with the sampler's float32 state in and its eps out."""
-        return self.schedule.eps_from_output(x, t, self.unet(x.to(self.dtype), t, condition=condition).float())
+    def _unet_state_io(self, x, t, condition):
+        """The UNet in its own dtype, with the sampler's state in and its eps out in the state's dtype."""
+        eps = self.unet(x.to(self.dtype), t, condition=condition).to(x.dtype)
+        return self.schedule.eps_from_output(x, t, eps)
 
     # ------------------------------------------------------------ region-preserving edits
 

@@ -133,6 +133,29 @@ def ddim_sigmas(a_t: torch.Tensor, a_prev: torch.Tensor, eta: float) -> torch.Te
     return (eta * torch.sqrt(inv_1ma * (1 - a_prev) * (1 - a_t / a_prev))).float()
 
 
+def ddim_coefficients(a_t: torch.Tensor, a_prev: torch.Tensor, eta: float,
+                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(steps, 5) rows [sqrt(a_t), sqrt(1 - a_t), sqrt(a_prev), sqrt(1 - a_prev - sigma^2), sigma].
+
+    For a float32 (or lower) sampler state, the authors' float32 factors, each correctly rounded
+    from float64 (as NumPy and CUDA give them; PyTorch's float32 CPU sqrt may be 1 ulp off), with
+    their sigma (`ddim_sigmas`). For a float64 state, everything in float64 from the same
+    alpha_bars: rounding the factors to float32 would put ~1e-7 relative error into every step.
+    """
+    if dtype == torch.float64:
+        a_t, a_prev = a_t.double(), a_prev.double()
+        sigma = eta * torch.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
+        return torch.stack([a_t.sqrt(), (1 - a_t).sqrt(), a_prev.sqrt(), (1 - a_prev - sigma**2).sqrt(), sigma],
+                           dim=1)
+    sigma = ddim_sigmas(a_t, a_prev, eta)
+    return torch.stack([_sqrt32(a_t), _sqrt32(1 - a_t), _sqrt32(a_prev), _sqrt32(1 - a_prev - sigma**2), sigma],
+                       dim=1)
+
+
+def _sqrt32(v: torch.Tensor) -> torch.Tensor:
+    return v.double().sqrt().float()
+
+
 def _steps(items: list, progress: Progress, desc: str) -> Iterable:
     if callable(progress):
         for i, item in enumerate(items):
@@ -140,11 +163,6 @@ def _steps(items: list, progress: Progress, desc: str) -> Iterable:
             progress(i + 1, len(items))
     else:
         yield from tqdm(items, desc=desc, disable=not progress, leave=False)
-
-
-def _sqrt32(v: torch.Tensor) -> torch.Tensor:
-    """Correctly rounded float32 sqrt, as NumPy and CUDA give it (PyTorch's CPU kernel may be 1 ulp off)."""
-    return v.double().sqrt().float()
 
 
 @torch.no_grad()
@@ -162,17 +180,14 @@ def sample_ddim(
     """DDIM (Song et al. 2021, Eq. 12) over `timesteps` (ascending), walked from the top down.
 
     As the authors' `DDIMSampler` run on a GPU, to the bit: float32 coefficients from the float32
-    `alphas_cumprod`, no clipping, and the last step goes to alpha_bar_0 (not 1), so the result keeps
-    the noise level of t = 0. For eta > 0 each step's fresh noise comes from `generators` (one per
-    sample; see `randn`).
+    `alphas_cumprod` (float64 ones for a float64 `x_T`: see `ddim_coefficients`), no clipping, and
+    the last step goes to alpha_bar_0 (not 1), so the result keeps the noise level of t = 0. For
+    eta > 0 each step's fresh noise comes from `generators` (one per sample; see `randn`).
     """
     t = torch.tensor(list(timesteps))
     a_t = alphas_cumprod.cpu()[t]
     a_prev = alphas_cumprod.cpu()[torch.cat([t.new_zeros(1), t[:-1]])]  # the t=1 step lands on abar_0
-    sigma = ddim_sigmas(a_t, a_prev, eta)
-    coefs = torch.stack([  # (steps, 5) float32, one row per step
-        _sqrt32(a_t), _sqrt32(1 - a_t), _sqrt32(a_prev), _sqrt32(1 - a_prev - sigma**2), sigma
-    ], dim=1)
+    coefs = ddim_coefficients(a_t, a_prev, eta, x_T.dtype)  # (steps, 5), one row per step
     x = x_T
     for n, i in enumerate(_steps(list(reversed(range(len(t)))), progress, "DDIM")):
         sqrt_a, sqrt_1ma, sqrt_ap, sqrt_dir, s = coefs[i].to(x.device)

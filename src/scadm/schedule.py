@@ -99,9 +99,17 @@ class NoiseSchedule:
         return sqrt_a * output + sqrt_1ma * x_t
 
     def _coefficients(self, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """sqrt(abar_t), sqrt(1 - abar_t) for each row of `like` (B, ...), in its dtype and device."""
+        """sqrt(abar_t), sqrt(1 - abar_t) for each row of `like` (B, ...), in its dtype and device.
+
+        The authors' float32 buffers, except for float64 `like`: then float64 square roots of
+        `alphas_cumprod`, the values float64 DDIM steps with (`scadm.sampling.ddim_coefficients`).
+        """
         shape = (-1,) + (1,) * (like.ndim - 1)  # (B, 1, 1, 1) for images
+        if like.dtype == torch.float64:
+            abar = self.alphas_cumprod.double()
+            sqrt_a, sqrt_1ma = abar.sqrt(), (1 - abar).sqrt()
+        else:
+            sqrt_a, sqrt_1ma = self.sqrt_alphas_cumprod, self.sqrt_one_minus_alphas_cumprod
         t = t.to(like.device)
-        sqrt_a = self.sqrt_alphas_cumprod.to(like.device)[t].view(shape).to(like.dtype)
-        sqrt_1ma = self.sqrt_one_minus_alphas_cumprod.to(like.device)[t].view(shape).to(like.dtype)
-        return sqrt_a, sqrt_1ma
+        return (sqrt_a.to(like.device)[t].view(shape).to(like.dtype),
+                sqrt_1ma.to(like.device)[t].view(shape).to(like.dtype))

@@ -19,7 +19,7 @@ from scadm.errors import InputError
 from scadm.sampling import GUIDANCE_SCALE, SAMPLERS
 from scadm.schedule import NUM_TRAIN_TIMESTEPS
 
-#: network precisions by name (the pipeline's samplers stay float32 whatever the networks use)
+#: network precisions by name (the sampler's state is float32, or float64 with fp64 networks)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp64": torch.float64}
 #: what torch.Generator.manual_seed takes without wrapping around (it maps -1 to 2**64 - 1)
 MAX_SEED = 2**64 - 1

@@ -209,7 +209,7 @@ class SCADMUNet(ModelMixin, ConfigMixin):
             raise InputError(f"condition: built for {condition.context.shape[0]} latents of "
                              f"{condition.size[0]}x{condition.size[1]}, got x {tuple(x.shape)}")
         dtype = self.dtype
-        emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
+        emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels, dtype=dtype).to(dtype))
         h, context = x.to(dtype), condition.context
         step_conditions = iter(condition.steps)
         skips = []

@@ -16,14 +16,19 @@ from scadm.nn.spade import NORM_GROUPS, SPADE_HIDDEN_CHANNELS, SPADEGroupNorm, r
 MAX_PERIOD = 10_000
 
 
-def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = MAX_PERIOD) -> torch.Tensor:
-    """Sinusoidal embedding [cos | sin] of (B,) timesteps -> (B, dim), always in float32.
+def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = MAX_PERIOD,
+                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Sinusoidal embedding [cos | sin] of (B,) timesteps -> (B, dim), computed in at least float32.
 
     Frequencies run from 1 down to 1/max_period geometrically; an odd `dim` gets a zero column.
+    `dtype` is the model's: float32 and lower precisions get the authors' float32 embedding (their
+    checkpoints' parity depends on it); float64 gets a float64 one, so that a float64 model carries
+    no float32 error (~1e-7 relative in its output).
     """
+    dtype = torch.promote_types(dtype, torch.float32)
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
-    args = timesteps.float()[:, None] * freqs.to(timesteps.device)[None]
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=dtype) / half)
+    args = timesteps.to(dtype)[:, None] * freqs.to(timesteps.device)[None]
     embedding = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     if dim % 2:
         embedding = F.pad(embedding, (0, 1))
