@@ -70,13 +70,35 @@ def test_prepare_help_states_the_licence(capsys):
     assert "non-commercial research only" in text
 
 
+class _FlatFaces:
+    """A stand-in generator: face i is a flat colour of level 10 i."""
+
+    def __call__(self, seeds, psi):
+        return torch.stack([torch.full((3, 64, 64), 10 * s / 127.5 - 1) for s in seeds])
+
+
+def test_given_labels_are_written_instead_of_parsing(tmp_path):
+    labels = {i: {16: np.full((16, 16), i + 1, np.uint8)} for i in range(3)}
+    with pytest.raises(InputError, match=r"face 1 at sizes \[16\] \(2 faces without\)"):
+        prepare_stylegan_faces(tmp_path, 3, [16], generator=_FlatFaces(), labels={0: labels[0]})
+    report = prepare_stylegan_faces(tmp_path, 3, [16], generator=_FlatFaces(), labels=labels,
+                                    batch_size=2, workers=2, progress=False)
+    assert report.written == 3
+    folder = FaceFolder(tmp_path / "16px", size=16, split="train")
+    for item in (folder[0], folder[1]):
+        face = int(item["name"])
+        assert face in (1, 2) and (item["labels"] == face + 1).all()
+        level = np.asarray(Image.open(tmp_path / "16px" / "train" / "images" / f"{face}.png"))
+        assert (level == 10 * face).all()
+
+
 @pytest.fixture(scope="module")
 def generator():
     return msg.FaceGenerator("openvino", threads=1)
 
 
 @needs_generator
-def test_torch_interpreter_matches_openvino(generator):
+def test_torch_interpreter_matches_openvino(generator, tmp_path):
     from scadm.data.openvino_ir import IRNetwork
 
     files = msg.generator_files()
@@ -87,6 +109,10 @@ def test_torch_interpreter_matches_openvino(generator):
     # styles are O(1) after 8 float32 layers of width 512: ~1e-6 apart between two libraries'
     # summation orders (measured 6e-6 max); 5e-5 leaves room for other CPUs' kernels
     torch.testing.assert_close(w, generator.map(z), rtol=0, atol=5e-5)
+    mapping.save_constants(tmp_path / "m.safetensors", torch.float32)  # the compact copy's format
+    again = IRNetwork.load(files["MappingNetwork.xml"], tmp_path / "m.safetensors")
+    with torch.no_grad():
+        assert torch.equal(again(var=z)["style"], w)
 
     import openvino
 

@@ -23,7 +23,8 @@ def _tiny(**sections) -> dict:
     return data
 
 
-@pytest.mark.parametrize("name", ["tiny.yaml", "demo-procedural-64.yaml", "paper-celebamask-hq.yaml"])
+@pytest.mark.parametrize("name", ["tiny.yaml", "demo-procedural-64.yaml", "paper-celebamask-hq.yaml",
+                                  "realistic-64.yaml"])
 def test_shipped_configs_load_and_pass_checks(name):
     config = load_config(CONFIGS / name)
     assert config.train.style_dropout == 0.5
@@ -34,6 +35,17 @@ def test_paper_config_uses_the_authors_effective_learning_rate():
     assert config.train.lr == pytest.approx(2e-6 * 8 * 6)  # base x batch x accumulation (scale_lr)
     assert (config.data.batch_size, config.train.grad_accum, config.train.ema_decay) == (8, 6, 0.9999)
     assert config.model.unet["context_dim"] == 1280 and config.train.unconditional == "zero"
+
+
+def test_realistic_config_fits_together_and_ships_under_30_mb_in_fp16():
+    config = load_config(CONFIGS / "realistic-64.yaml")
+    unet, style, vq = build_unet(config), build_style_encoder(config), build_vqvae(config)
+    assert unet.config.context_dim == style.config.num_upsample * style.config.style_dim
+    assert vq.config.latent_channels == unet.config.in_channels
+    parameters = sum(p.numel() for m in (unet, style, vq) for p in m.parameters())
+    assert 2 * parameters <= 30e6  # issue 12: the shipped realistic model, fp16, <= 30 MB
+    assert config.train.mixed_precision == config.train_vq.mixed_precision == "bf16"
+    assert config.data.kind == "folder" and not config.data.flip  # cache_latents needs no flips
 
 
 def test_demo_config_builds_models_that_fit_together():

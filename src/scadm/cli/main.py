@@ -166,6 +166,7 @@ def add_stylegan_faces_command(datasets) -> None:
     q.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="openvino (CPU) or torch (any device); auto: openvino when installed")
     q.add_argument("--device", default="cpu", help="torch device for --backend torch and the parser")
+    q.add_argument("--workers", type=int, default=1, help="threads that shrink and write faces (default 1)")
     q.set_defaults(func=_prepare_stylegan_faces)
 
 
@@ -174,7 +175,7 @@ def _prepare_stylegan_faces(args) -> int:
 
     report = prepare_stylegan_faces(args.out, args.num, args.size, psi=args.psi,
                                     batch_size=args.batch_size, test_every=args.test_every,
-                                    backend=args.backend, device=args.device)
+                                    backend=args.backend, device=args.device, workers=args.workers)
     print(report.summary())
     return 0
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,6 @@ from tqdm.auto import tqdm
 
 from scadm.data import mobilestylegan as msg
 from scadm.errors import InputError
-from scadm.io import to_uint8
 
 DEFAULT_PSI = 0.8
 TEST_EVERY = 20  # 5 % held out
@@ -116,8 +116,14 @@ def prepare_stylegan_faces(
     out: str | Path, num: int, sizes: Sequence[int], psi: float = DEFAULT_PSI,
     batch_size: int = DEFAULT_BATCH, test_every: int = TEST_EVERY, backend: str = "auto",
     device: str | torch.device = "cpu", progress: bool = True, generator=None, parser=None,
+    labels: Mapping[int, Mapping[int, np.ndarray]] | None = None, workers: int = 1,
 ) -> StyleGANFacesReport:
-    """Write faces 0 .. num-1 (see the module docstring); returns what was done."""
+    """Write faces 0 .. num-1 (see the module docstring); returns what was done.
+
+    `labels` ({face: {size: (size, size) uint8}}), when given, are written instead of parsing:
+    masks made earlier from the same seeds, e.g. on a machine the parser's weights cannot reach.
+    `workers` threads shrink and write the faces of a batch.
+    """
     out, sizes = Path(out), sorted({int(s) for s in sizes})
     for name, value, low in (("num", num, 1), ("batch-size", batch_size, 1),
                              ("test-every", test_every, 2)):
@@ -127,8 +133,13 @@ def prepare_stylegan_faces(
         raise InputError(f"--size: each size must be between 8 and {msg.IMAGE_SIZE}, got {sizes}")
     if not (isinstance(psi, (int, float)) and 0.0 < psi <= 1.5):
         raise InputError(f"--psi: expected a truncation in (0, 1.5], got {psi!r}")
+    if labels is not None:
+        missing = [i for i in range(num) if any(s not in labels.get(i, {}) for s in sizes)]
+        if missing:
+            raise InputError(f"labels: none given for face {missing[0]} at sizes {sizes} "
+                             f"({len(missing)} faces without)")
     generator = generator or msg.FaceGenerator(backend, device)
-    if parser is None:
+    if parser is None and labels is None:
         from scadm.parsing import load_face_parser
 
         parser = load_face_parser("bisenet", device=device)
@@ -147,11 +158,12 @@ def prepare_stylegan_faces(
     report.up_to_date = num - len(todo)
     bar = tqdm(total=num, initial=report.up_to_date, desc="StyleGAN faces", unit="face",
                disable=not progress, smoothing=0.05)
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start:start + batch_size]
-        _write_batch(out, batch, sizes, float(psi), test_every, generator, parser)
-        report.written += len(batch)
-        bar.update(len(batch))
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start:start + batch_size]
+            _write_batch(out, batch, sizes, float(psi), test_every, generator, parser, labels, pool)
+            report.written += len(batch)
+            bar.update(len(batch))
     bar.close()
     report.test = sum(split_of(i, test_every) == "test" for i in range(num))
     report.train = num - report.test
@@ -159,18 +171,26 @@ def prepare_stylegan_faces(
 
 
 def _write_batch(out: Path, faces: list[int], sizes: Sequence[int], psi: float, test_every: int,
-                 generator, parser) -> None:
-    rgb = to_uint8(generator(faces, psi))  # (N, 1024, 1024, 3): the face as it would be saved
-    x = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    labels = parser.at_sizes(x, sizes)
-    for k, face in enumerate(faces):
+                 generator, parser, known: Mapping | None, pool: ThreadPoolExecutor) -> None:
+    images = generator(faces, psi)
+    # scadm.io.to_uint8's rounding, on the generator's device: a GPU sends 1 byte per value, not 4
+    rgb = ((images + 1.0) / 2.0).clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
+    rgb = rgb.permute(0, 2, 3, 1).cpu().numpy()  # (N, 1024, 1024, 3): the face as it is saved
+    parsed = None
+    if known is None:
+        x = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        parsed = [batch.to(torch.uint8).cpu().numpy() for batch in parser.at_sizes(x, sizes)]
+
+    def write(k: int) -> None:
         full = Image.fromarray(rgb[k])
-        paths = face_paths(out, face, sizes, test_every)
+        paths = face_paths(out, faces[k], sizes, test_every)
         for j, size in enumerate(sizes):
-            mask = labels[j][k].to(torch.uint8).cpu().numpy()
+            mask = parsed[j][k] if known is None else np.asarray(known[faces[k]][size], np.uint8)
             image = full.resize((size, size), Image.Resampling.LANCZOS)
             _write_atomic(paths[2 * j], lambda tmp, m=mask: Image.fromarray(m).save(tmp, format="PNG"))
             _write_atomic(paths[2 * j + 1], lambda tmp, im=image: im.save(tmp, format="PNG"))
+
+    list(pool.map(write, range(len(faces))))  # PIL resizes and encodes outside the GIL
 
 
 def face_grid(out: str | Path, size: int, faces: Sequence[int], test_every: int = TEST_EVERY
