@@ -230,9 +230,13 @@ class IRNetwork(nn.Module):
         values: dict[tuple[int, int], torch.Tensor] = {}
         consts = {i: getattr(self, f"c{i}") for i in self.float_ids} | self.int_constants
         outputs = {}
-        for layer in layers:
+        last_use = {source: n for n, layer in enumerate(layers) for _, source in self.ports[layer["id"]]}
+        for n, layer in enumerate(layers):
             i, kind = layer["id"], layer["type"]
             args = [values[source] for _, source in sorted(self.ports[i])]
+            for _, source in self.ports[i]:  # free what no later layer reads: at 1024 px each
+                if last_use[source] == n:     # activation is ~0.3 GB per face
+                    values.pop(source, None)
             if kind == "Const":
                 values[(i, layer["outputs"][0])] = consts[i]
             elif kind == "Parameter":
