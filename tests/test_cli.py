@@ -46,6 +46,22 @@ def test_edit_modes_end_to_end(converted, mode, extra):
     assert grid.is_file() and Image.open(grid).size[0] > 64
 
 
+def test_edit_preserve_keeps_the_target_outside_the_parts(converted):
+    import numpy as np
+
+    from scadm.regions import distance
+
+    assert _edit(converted, "--mode", "partial", "--reference", str(converted / "reference.png"),
+                 "--reference-mask", str(converted / "reference_mask.png"), "--parts", "hair",
+                 "--preserve", "4", "--out", str(converted / "kept")) == 0
+    result = np.asarray(Image.open(converted / "kept" / "target_partial_0_seed0.png"))
+    target = np.asarray(Image.open(converted / "target.png"))
+    labels = face(seed=1)[1]
+    outside = (distance((labels == CELEBAMASK_HQ.names.index("hair"))[None], 4)[0] > 4).numpy()
+    assert outside.mean() > 0.3 and np.array_equal(result[outside], target[outside])
+    assert not np.array_equal(result, target)
+
+
 def test_sample_writes_one_image_per_seed(converted):
     assert main(["sample", str(converted / "target_mask.png"), "--model", str(converted / "model"),
                  "--num", "2", "--steps", "2", "--seed", "5", "--out", str(converted / "s")]) == 0
@@ -60,6 +76,7 @@ def test_sample_writes_one_image_per_seed(converted):
       "--reference-mask", "reference_mask.png"], "tail"),
     (["--reference", "reference.png"], "--reference-mask"),
     (["--edited-mask", "missing.png"], "missing.png"),
+    (["--preserve", "-3"], "--preserve"),
 ])
 def test_bad_edit_arguments_give_one_line(converted, capsys, args, needle):
     args = [str(converted / a) if a.endswith(".png") else a for a in args]
