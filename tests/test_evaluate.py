@@ -82,11 +82,24 @@ def test_disentanglement_compares_models_over_the_axes(tiny_pipe, tmp_path, one_
     run(tiny_pipe, ["disentanglement"], tmp_path, names=("with-attn", "without-attn"))
     out = tmp_path / "out"
     rows = json.loads((out / "disentanglement.json").read_text())["metrics"]["rows"]
-    assert {(r["model"], r["parts"], r["guidance"]) for r in rows} == {
-        (m, p, g) for m in ("with-attn", "without-attn") for p in ("l_eye", "all") for g in (1.0, 1.5)}
+    assert {(r["model"], r["parts"], r["mode"], r["guidance"]) for r in rows} == {
+        (m, p, mode, g) for m in ("with-attn", "without-attn") for p, mode in
+        (("l_eye", "plain"), ("l_eye", "preserve"), ("all", "plain")) for g in (1.0, 1.5)}
+    assert all(r["outside_target"] == 0 for r in rows if r["mode"] == "preserve")
     assert all(r["leakage"] is None for r in rows if r["parts"] == "all")
     assert all(r["leakage"] > 0 and r["gt_transfer"] is not None for r in rows if r["parts"] == "l_eye")
     assert "Models compared" in (out / "disentanglement.md").read_text()
+
+
+def test_partial_swap_reports_plain_and_preserved_side_by_side(tiny_pipe, tmp_path, one_thread):
+    run(tiny_pipe, ["partial-swap"], tmp_path, options=tiny_options(num=2, part_sets={"hair": ("hair",),
+                                                                                      "all": ("all",)}))
+    metrics = json.loads((tmp_path / "out" / "partial-swap.json").read_text())["metrics"]
+    assert set(metrics) == {"tiny-a/hair", "tiny-a/hair/preserve", "tiny-a/all"}  # 'all' keeps nothing
+    plain, kept = metrics["tiny-a/hair"], metrics["tiny-a/hair/preserve"]
+    assert kept["outside_target"] == 0 < plain["outside_target"]  # beyond the margin: the target's pixels
+    assert kept["inside"] > 0.02 and kept["inside_truth"] is not None  # the hair itself was re-rendered
+    assert "| preserve |" in (tmp_path / "out" / "partial-swap.md").read_text()
 
 
 def test_a_rerun_renders_nothing_and_a_new_setting_renders_again(tiny_pipe, tmp_path, monkeypatch, one_thread):

@@ -60,6 +60,9 @@ def add_evaluate_commands(subparsers) -> None:
     p.add_argument("--timing-repeats", type=int, default=3)
     p.add_argument("--out", default="reports/evaluation", help="report folder (default reports/evaluation)")
     p.add_argument("--cache", help="render/feature cache (default $SCADM_CACHE/evaluate or ~/.cache/scadm/evaluate)")
+    p.add_argument("--no-preserve", action="store_true",
+                   help="partial-swap / disentanglement: skip the region-preserving swaps (reported beside the "
+                        "plain ones by default; each face is DDIM-inverted once per model and setting)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run_evaluate)
 
@@ -145,7 +148,7 @@ def run_evaluate(args) -> int:
         axis_steps=_numbers("--axis-steps", args.axis_steps),
         timing_samplers=tuple(s for s in args.timing_samplers.split(",") if s),
         timing_steps=_numbers("--timing-steps", args.timing_steps), timing_repeats=args.timing_repeats,
-        progress=not args.no_progress, **({"part_sets": _part_sets(args.part_set)} if args.part_set else {}))
+        preserve=not args.no_preserve, progress=not args.no_progress, **({"part_sets": _part_sets(args.part_set)} if args.part_set else {}))
     models = [load_model(m, args.device) for m in (args.model or [DEMO_MODEL])]
     parser = load_parser(parser_name, args.device)
     cache = Path(args.cache) if args.cache else cache_dir() / "evaluate"

@@ -21,6 +21,7 @@ from scadm.metrics.fid import RESIZE_CONVENTION, fid
 from scadm.metrics.segmentation import SegmentationScores
 from scadm.metrics.weights import file_sha256
 from scadm.pipeline import SCADMPipeline
+from scadm.regions import Preserve
 from scadm.style import StyleCode
 
 FaceParser = Callable[[torch.Tensor], torch.Tensor]  # (N,3,H,W) in [-1,1] -> (N,H,W) label ids
@@ -59,6 +60,7 @@ class Options:
     timing_samplers: tuple[str, ...] = ("ddim", "ddpm", "dpm++")
     timing_steps: tuple[int, ...] = (10, 25, 50)
     timing_repeats: int = 3
+    preserve: bool = True  # partial-swap / disentanglement: also region-preserving swaps (margin: default)
     progress: bool = True
 
     def as_dict(self) -> dict:
@@ -160,13 +162,18 @@ class Evaluation:
     # ---------------------------------------------------------------- rendering
 
     def render(self, model: Model, job: str, items: Sequence[RenderItem],
-               code_for: Callable[[RenderItem], StyleCode], settings: RenderSettings | None = None) -> np.ndarray:
-        """uint8 (N, H, W, 3) renders of `items`, from the cache where possible."""
+               code_for: Callable[[RenderItem], StyleCode], settings: RenderSettings | None = None,
+               preserve: int | None = None) -> np.ndarray:
+        """uint8 (N, H, W, 3) renders of `items`, from the cache where possible. `preserve`: a margin
+        in pixels: region-preserving edits of each item's own face (`scadm.regions.Preserve`)."""
         rs = settings or self.options.render
-        key = self.render_key(model, job, rs)
+        key = self.render_key(model, job, rs, preserve)
 
         def render_batch(indices: list[int]) -> np.ndarray:
             chosen = [items[i] for i in indices]
+            if preserve is not None:  # one target per call: each face is inverted (once per model)
+                return np.concatenate([self._render_preserving(model, it, code_for(it), rs, preserve)
+                                       for it in chosen])
             labels = torch.from_numpy(np.stack([self.faces[it.face].labels for it in chosen]))
             code = StyleCode.cat([code_for(it) for it in chosen])
             out = model.pipe(labels, code, num_inference_steps=rs.steps, guidance_scale=rs.guidance,
@@ -176,10 +183,21 @@ class Evaluation:
         return self.cache.images(key, [it.name for it in items], render_batch, self.options.batch,
                                  desc=f"{model.name}: {job}, {rs.label()}", progress=self.options.progress)
 
-    def render_key(self, model: Model, job: str, settings: RenderSettings | None = None) -> dict:
+    def _render_preserving(self, model: Model, it: RenderItem, code: StyleCode, rs: RenderSettings,
+                           margin: int) -> np.ndarray:
+        face = self.faces[it.face]
+        image = torch.from_numpy(face.image).permute(2, 0, 1)[None].float() / 127.5 - 1
+        labels = torch.from_numpy(face.labels)[None]
+        out = model.pipe(labels, code, num_inference_steps=rs.steps, guidance_scale=rs.guidance, sampler=rs.sampler,
+                         eta=rs.eta, seed=[it.seed], preserve=Preserve(image, labels, margin))
+        return to_uint8(out)
+
+    def render_key(self, model: Model, job: str, settings: RenderSettings | None = None,
+                   preserve: int | None = None) -> dict:
         """Everything a render depends on (and so the cache key of it and of its metrics)."""
-        return {"model": model.fingerprint, "data": self.options.data.describe(), "job": job,
-                "seed": self.options.seed, "render": asdict(settings or self.options.render)}
+        key = {"model": model.fingerprint, "data": self.options.data.describe(), "job": job,
+               "seed": self.options.seed, "render": asdict(settings or self.options.render)}
+        return key if preserve is None else {**key, "preserve": preserve}
 
     def face_items(self, seed_offset: int = 0) -> list[RenderItem]:
         """One item per face; face i uses seed `seed + i` in every job, so two jobs differ only

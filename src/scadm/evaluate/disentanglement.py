@@ -12,11 +12,11 @@ import numpy as np
 from scadm.data.synthetic import swap_parts
 from scadm.evaluate.context import Evaluation, RenderSettings
 from scadm.evaluate.data import reference_index
-from scadm.evaluate.paper import locality, partial_swaps, reconstructions
+from scadm.evaluate.paper import against_target, before_swap, locality, modes, partial_swaps, reconstructions
 from scadm.evaluate.report import ProtocolResult, Table, line_plot
 from scadm.figures import save_grid
 
-FIELDS = ("inside", "leakage", "transfer", "gt_transfer", "gt_leakage")
+FIELDS = ("inside", "leakage", "outside_target", "inside_truth", "transfer", "gt_transfer", "gt_leakage")
 DIFF_GAIN = 4  # |result - reconstruction| x 4 in the difference maps, so small leaks are visible
 
 
@@ -32,21 +32,26 @@ def run_disentanglement(ev: Evaluation, figures: Path) -> ProtocolResult:
     rows, table_rows = [], []
     for model in ev.models:
         for rs in axes:
-            recon = reconstructions(ev, model, rs)
             for set_name, names in o.part_sets.items():
                 parts = ev.parts(names)
-                result = partial_swaps(ev, model, parts, rs)
-                loc = locality(ev, result, recon, parts)
-                rows.append({"model": model.name, "parts": set_name, "steps": rs.steps, "guidance": rs.guidance, **loc})
-                table_rows.append([model.name, set_name, rs.steps, rs.guidance, loc["count"]]
-                                  + [loc[f] for f in FIELDS])
+                for mode, kept in modes(ev, parts):
+                    result = partial_swaps(ev, model, parts, rs, preserve=kept)
+                    loc = {**locality(ev, result, before_swap(ev, model, kept, rs), parts),
+                           **against_target(ev, result, parts)}
+                    rows.append({"model": model.name, "parts": set_name, "mode": mode, "steps": rs.steps,
+                                 "guidance": rs.guidance, **loc})
+                    table_rows.append([model.name, set_name, mode, rs.steps, rs.guidance, loc["count"]]
+                                      + [loc[f] for f in FIELDS])
     figs = _plots(ev, rows, figures)
     figs.append(_grid(ev, figures))
     table = Table("Locality of partial swaps (means over faces showing the parts)",
-                  ["model", "parts", "steps", "g", "faces", "inside (0-1)", "leakage (0-1) ↓", "transfer ↑",
-                   "GT transfer ↑", "GT leakage ↓"], table_rows,
+                  ["model", "parts", "mode", "steps", "g", "faces", "inside (0-1)", "leakage (0-1) ↓",
+                   "outside vs target (0-1) ↓", "inside vs truth (0-1) ↓", "transfer ↑", "GT transfer ↑",
+                   "GT leakage ↓"], table_rows,
                   "inside / leakage: mean |swap - reconstruction| inside / outside the parts (same seed and "
-                  "sampler). transfer: 1 - d(swap)/d(reconstruction) of the parts' mean colours to the "
+                  "sampler); for mode 'preserve' (region-preserving edits, beyond the paper) against the target "
+                  "itself. outside vs target: mean |swap - target| beyond the margin around the parts; inside vs "
+                  "truth: mean |swap - true swap| over the parts (procedural faces). transfer: 1 - d(swap)/d(reconstruction) of the parts' mean colours to the "
                   "reference's; GT transfer: the same to the true swap (procedural faces only); GT leakage: "
                   "how much worse the other parts match the truth than in the reconstruction. "
                   "'all' swaps every class, so nothing lies outside it.")
@@ -64,10 +69,12 @@ def _comparison(ev: Evaluation, rows: list[dict]) -> Table:
     rs = ev.options.render
     at = [r for r in rows if r["steps"] == rs.steps and r["guidance"] == rs.guidance] or rows
     steps, g = at[0]["steps"], at[0]["guidance"]
-    body = [[r["parts"], r["model"]] + [r[f] for f in FIELDS] for r in at if r["steps"] == steps and r["guidance"] == g]
+    body = [[r["parts"], r["model"], r["mode"]] + [r[f] for f in FIELDS]
+            for r in at if r["steps"] == steps and r["guidance"] == g]
     body.sort(key=lambda row: row[0])
-    return Table(f"Models compared at {steps} steps, g={g:g}", ["parts", "model", "inside (0-1)", "leakage (0-1) ↓",
-                                                                "transfer ↑", "GT transfer ↑", "GT leakage ↓"], body)
+    return Table(f"Models compared at {steps} steps, g={g:g}",
+                 ["parts", "model", "mode", "inside (0-1)", "leakage (0-1) ↓", "outside vs target (0-1) ↓",
+                  "inside vs truth (0-1) ↓", "transfer ↑", "GT transfer ↑", "GT leakage ↓"], body)
 
 
 def _plots(ev: Evaluation, rows: list[dict], figures: Path) -> list[tuple[str, str]]:
@@ -77,10 +84,13 @@ def _plots(ev: Evaluation, rows: list[dict], figures: Path) -> list[tuple[str, s
         series = {}
         for model in ev.models:
             for set_name in o.part_sets:
-                ys = [next((r[field] for r in rows if r["model"] == model.name and r["parts"] == set_name
-                            and r["steps"] == steps and r["guidance"] == g), None) for g in o.axis_guidance]
-                if any(y is not None for y in ys):
-                    series[f"{model.name}: {set_name}" if len(ev.models) > 1 else set_name] = ys
+                for mode, _ in modes(ev, ev.parts(o.part_sets[set_name])):
+                    ys = [next((r[field] for r in rows if r["model"] == model.name and r["parts"] == set_name
+                                and r["mode"] == mode and r["steps"] == steps and r["guidance"] == g), None)
+                          for g in o.axis_guidance]
+                    name = (f"{model.name}: " if len(ev.models) > 1 else "") + set_name + (f" ({mode})" if mode != "plain" else "")
+                    if any(y is not None for y in ys):
+                        series[name] = ys
         name = f"disentanglement-{field}-vs-guidance.png"
         line_plot(figures / name, list(o.axis_guidance), series, "guidance scale g", label,
                   f"{label} ({steps} steps)")
@@ -89,7 +99,8 @@ def _plots(ev: Evaluation, rows: list[dict], figures: Path) -> list[tuple[str, s
 
 
 def _grid(ev: Evaluation, figures: Path) -> tuple[str, str]:
-    """Per part set: target, reference, reconstruction, swap, difference map (x4), true swap."""
+    """Per part set: target, reference, reconstruction, swap, difference map (x4), the preserved swap
+    and its difference to the target (when preserving), true swap."""
     model, n = ev.models[0], len(ev.faces)
     sets = {name: ev.parts(names) for name, names in ev.options.part_sets.items()}
     shows_all = [all(np.isin(f.labels, parts).any() and np.isin(ev.faces[reference_index(i, n)].labels, parts).any()
@@ -103,10 +114,15 @@ def _grid(ev: Evaluation, figures: Path) -> tuple[str, str]:
         truth = None
         if face.truth is not None:
             truth = swap_parts(face.truth, ref.truth, [ev.label_set.names[k] for k in parts]).image
-        rows.append([face.image, ref.image, recon[i], result[i], _diff_map(result[i], recon[i]), truth])
+        kept = []
+        if ev.options.preserve:
+            preserved = partial_swaps(ev, model, parts, preserve=True)[i] if len(modes(ev, parts)) > 1 else None
+            kept = [preserved, None if preserved is None else _diff_map(preserved, face.image)]
+        rows.append([face.image, ref.image, recon[i], result[i], _diff_map(result[i], recon[i])] + kept + [truth])
         labels.append(set_name)
     name = "disentanglement-grid.png"
+    kept_labels = ["preserved", f"|diff target| x{DIFF_GAIN}"] if ev.options.preserve else []
     save_grid(rows, figures / name, row_labels=labels,
-                col_labels=["target", "reference", "recon", "swap", f"|diff| x{DIFF_GAIN}", "truth"],
+                col_labels=["target", "reference", "recon", "swap", f"|diff| x{DIFF_GAIN}"] + kept_labels + ["truth"],
                 title=f"{model.name}, {ev.options.render.label()}")
     return name, f"{model.name}: partial swaps of {ev.faces[i].name} with the difference to its reconstruction"

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from scadm.data.synthetic import CLASS_NAMES, swap_parts
 from scadm.evaluate.context import Evaluation, Model
@@ -21,6 +22,7 @@ from scadm.evaluate.report import ProtocolResult, Table
 from scadm.figures import save_grid
 from scadm.metrics.disentanglement import mean_locality, swap_locality
 from scadm.metrics.ssim import ssim
+from scadm.regions import default_margin, distance
 
 GRID_FACES = 6
 
@@ -30,13 +32,52 @@ def reconstructions(ev: Evaluation, model: Model, settings=None) -> np.ndarray:
     return ev.render(model, "reconstruction", ev.face_items(), lambda it: code.index(it.face), settings)
 
 
-def partial_swaps(ev: Evaluation, model: Model, parts: list[int], settings=None) -> np.ndarray:
+def partial_swaps(ev: Evaluation, model: Model, parts: list[int], settings=None, preserve: bool = False) -> np.ndarray:
+    """Face i with the styles of `parts` (all if None) from face i + 1; `preserve`: region-preserving
+    (beyond the paper: the target's own pixels outside the parts plus the default margin)."""
     code, n = ev.styles(model), len(ev.faces)
     job = "swap" if parts is None else "partial:" + ",".join(map(str, parts))
+    margin = default_margin(ev.size) if preserve else None
     if parts is None:
-        return ev.render(model, job, ev.face_items(), lambda it: code.index(reference_index(it.face, n)), settings)
+        return ev.render(model, job, ev.face_items(), lambda it: code.index(reference_index(it.face, n)), settings,
+                         margin)
     return ev.render(model, job, ev.face_items(),
-                     lambda it: code.index(it.face).swap(code.index(reference_index(it.face, n)), parts), settings)
+                     lambda it: code.index(it.face).swap(code.index(reference_index(it.face, n)), parts), settings,
+                     margin)
+
+
+def modes(ev: Evaluation, parts: list[int]) -> list[tuple[str, bool]]:
+    """The swap modes a protocol reports for `parts`: the paper's, and region-preserving unless
+    switched off or every class is swapped (nothing would be kept)."""
+    kept = ev.options.preserve and len(set(parts)) < ev.label_set.num_classes
+    return [("plain", False)] + ([("preserve", True)] if kept else [])
+
+
+def before_swap(ev: Evaluation, model: Model, preserve: bool, settings=None) -> np.ndarray:
+    """What a swap is compared with: the reconstruction (plain), or the target itself (preserve:
+    a preserved edit that changes nothing returns the target)."""
+    return ev.real if preserve else reconstructions(ev, model, settings)
+
+
+def against_target(ev: Evaluation, result: np.ndarray, parts: list[int]) -> dict:
+    """outside: mean |result - target| (0-1) beyond the default margin around the parts;
+    inside_truth: mean |result - true swap| (0-1) over the parts (procedural faces only)."""
+    names, n, margin = ev.label_set.names, len(ev.faces), default_margin(ev.size)
+    outside, inside = [], []
+    for i, face in enumerate(ev.faces):
+        region = np.isin(face.labels, parts)
+        if not region.any():
+            continue
+        far = distance(torch.from_numpy(region)[None], margin)[0].numpy() > margin
+        diff = np.abs(result[i].astype(np.float64) - face.image).mean(-1) / 255
+        if far.any():
+            outside.append(diff[far].mean())
+        ref = ev.faces[reference_index(i, n)]
+        if face.truth is not None and ref.truth is not None:
+            truth = swap_parts(face.truth, ref.truth, [names[k] for k in parts if names[k] in CLASS_NAMES]).image
+            inside.append((np.abs(result[i].astype(np.float64) - truth).mean(-1) / 255)[region].mean())
+    return {"outside_target": float(np.mean(outside)) if outside else None,
+            "inside_truth": float(np.mean(inside)) if inside else None}
 
 
 def quality(ev: Evaluation, images: np.ndarray, key: dict) -> dict:
@@ -142,21 +183,30 @@ def run_partial_swap(ev: Evaluation, figures: Path) -> ProtocolResult:
     for set_name, names in ev.options.part_sets.items():
         parts = ev.parts(names)
         for model in ev.models:
-            images, recon = partial_swaps(ev, model, parts), reconstructions(ev, model)
-            key = ev.render_key(model, "partial:" + ",".join(map(str, parts)))
-            r = {**quality(ev, images, key), **locality(ev, images, recon, parts)}
-            rows[f"{model.name}/{set_name}"] = r
-            table_rows.append([set_name, model.name, r["count"], r["fid"], r["miou"], r["inside"], r["leakage"],
-                               r["transfer"], r["gt_transfer"], r["gt_leakage"]])
-            grid.append(list(images[:GRID_FACES]))
-            labels.append(f"{model.name}: {set_name}")
+            for mode, kept in modes(ev, parts):
+                images = partial_swaps(ev, model, parts, preserve=kept)
+                key = ev.render_key(model, "partial:" + ",".join(map(str, parts)),
+                                    preserve=default_margin(ev.size) if kept else None)
+                r = {**quality(ev, images, key), **locality(ev, images, before_swap(ev, model, kept), parts),
+                     **against_target(ev, images, parts)}
+                rows[f"{model.name}/{set_name}" + ("/preserve" if kept else "")] = r
+                table_rows.append([set_name, model.name, mode, r["count"], r["fid"], r["miou"], r["inside"],
+                                   r["leakage"], r["outside_target"], r["inside_truth"], r["transfer"],
+                                   r["gt_transfer"], r["gt_leakage"]])
+                grid.append(list(images[:GRID_FACES]))
+                labels.append(f"{model.name}: {set_name}" + (" (preserve)" if kept else ""))
     save_grid(grid, figures / "partial-swap-grid.png", row_labels=labels,
               title=f"partial style swaps, {ev.options.render.label()}")
-    table = Table("Partial swaps per part set", ["parts", "model", "faces", "FID ↓", "mIoU % ↑", "inside (0-1)",
-                                                  "leakage (0-1) ↓", "transfer ↑", "GT transfer ↑", "GT leakage ↓"],
-                  table_rows, _notes(ev) + " Inside / leakage: mean change vs the reconstruction inside / outside "
-                  "the swapped parts; transfer: 1 - d(result)/d(reconstruction) of the parts' mean colours to the "
-                  "reference's (GT: to the true swap); GT leakage: extra colour error of the other parts.")
+    table = Table("Partial swaps per part set", ["parts", "model", "mode", "faces", "FID ↓", "mIoU % ↑",
+                                                  "inside (0-1)", "leakage (0-1) ↓", "outside vs target (0-1) ↓",
+                                                  "inside vs truth (0-1) ↓", "transfer ↑", "GT transfer ↑",
+                                                  "GT leakage ↓"],
+                  table_rows, _notes(ev) + " Inside / leakage: mean change inside / outside the swapped parts vs "
+                  "the reconstruction (plain) or the target itself (preserve: region-preserving edit, beyond the "
+                  f"paper, margin {default_margin(ev.size)} px); outside vs target: mean change vs the target beyond "
+                  "the margin; inside vs truth: mean error against the true swap over the parts (procedural faces); "
+                  "transfer: 1 - d(result)/d(before) of the parts' mean colours to the reference's (GT: to the true "
+                  "swap); GT leakage: extra colour error of the other parts.")
     return ProtocolResult("partial-swap", "Partial style swap",
                           "Target i keeps its styles except for one part set, taken from face i + 1.",
                           rows, [table], [("partial-swap-grid.png", "partial swaps per part set")])
