@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from scadm.errors import InputError
-from scadm.sampling import EpsFn, OnStep, Progress, _steps
+from scadm.sampling import EpsFn, OnStep, Progress, _steps, ddim_coefficients
 
 #: Fixed-point refinements per inversion step (each costs one more eps evaluation). Measured on the
 #: demo model at g = 1.2 (reports/inversion.md): 0 leaves a drift (latent RMSE 0.097), 1 reaches the VQ
@@ -51,13 +51,6 @@ class Trajectory:
     @property
     def noise(self) -> torch.Tensor:
         return self.latents[-1]
-
-
-def _levels(alphas_cumprod: torch.Tensor, timesteps: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """sqrt(alpha_bar) and sqrt(1 - alpha_bar) at levels 0 (t = 0, where DDIM ends) and timesteps,
-    rounded as `sample_ddim` rounds them (1 - a in float32, then a correctly rounded sqrt)."""
-    a = alphas_cumprod.cpu()[torch.tensor([0, *timesteps])]
-    return a.double().sqrt().float(), (1 - a).double().sqrt().float()
 
 
 def _check_grid(timesteps: Sequence[int]) -> None:
@@ -85,17 +78,19 @@ def ddim_invert(
     if refine < 0:
         raise InputError(f"refine: must be >= 0, got {refine}")
     _check_grid(timesteps)
-    sqrt_a, sqrt_1ma = _levels(alphas_cumprod, timesteps)
-    x = z_0.float()
+    x = z_0 if z_0.dtype == torch.float64 else z_0.float()  # the sampler's state dtype
+    t = torch.tensor(list(timesteps))
+    a = alphas_cumprod.cpu()
+    coefs = ddim_coefficients(a[t], a[torch.cat([t.new_zeros(1), t[:-1]])], 0.0, x.dtype)  # the sampler's rows
     latents = [x]
-    for k in _steps(list(range(1, len(timesteps) + 1)), progress, "DDIM inversion"):
-        t = torch.full((x.shape[0],), int(timesteps[k - 1]), device=x.device)
-        prev = x
-        x_k = prev
+    for k in _steps(list(range(len(timesteps))), progress, "DDIM inversion"):
+        sqrt_a, sqrt_1ma, sqrt_ap, sqrt_dir, _ = coefs[k].to(x.device)
+        step = torch.full((x.shape[0],), int(timesteps[k]), device=x.device)
+        prev = x_k = x
         for _ in range(refine + 1):
-            eps = eps_fn(x_k, t)
-            x0 = (prev - sqrt_1ma[k - 1].to(x.device) * eps) / sqrt_a[k - 1].to(x.device)
-            x_k = sqrt_a[k].to(x.device) * x0 + sqrt_1ma[k].to(x.device) * eps
+            eps = eps_fn(x_k, step)
+            x0 = (prev - sqrt_dir * eps) / sqrt_ap  # the sampler's step: x_prev = sqrt_ap x0 + sqrt_dir eps
+            x_k = sqrt_a * x0 + sqrt_1ma * eps
         x = x_k
         latents.append(x)
     return Trajectory(tuple(latents), tuple(int(t) for t in timesteps))

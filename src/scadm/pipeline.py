@@ -363,7 +363,7 @@ class SCADMPipeline:
 
         def compute() -> Trajectory:
             eps_fn = self._eps_fn(self.encode_style(image, labels), self.one_hot(labels), settings.guidance)
-            return ddim_invert(eps_fn, encode(self.vqvae, image).float(), self.schedule.alphas_cumprod,
+            return ddim_invert(eps_fn, encode(self.vqvae, image).to(self.state_dtype), self.schedule.alphas_cumprod,
                                ddim_timesteps(settings.steps, self.schedule.num_train_timesteps), progress=progress)
 
         return self.inversions.get(key, compute)

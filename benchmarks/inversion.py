@@ -1,0 +1,277 @@
+"""Region-preserving edits measured (issue 13): reconstruction through DDIM inversion, partial swaps
+with and without `preserve` against the exact procedural ground truth, the two public-domain photos,
+and the cost. Writes reports/inversion/{README.md,results.json,figures/}.
+
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python benchmarks/inversion.py [--num 8] [--steps 50]
+
+Deterministic (seeded, DDIM eta 0); the photos need the photos and parse extras (`make parse-extras`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from scadm.data.synthetic import render_face, swap_parts
+from scadm.demo import DEMO_MODEL
+from scadm.evaluate.data import HELD_OUT_FIRST_SEED
+from scadm.figures import save_grid
+from scadm.inversion import InversionCache, ddim_invert
+from scadm.io import to_uint8
+from scadm.metrics.ssim import ssim
+from scadm.models.autoencoder import decode, encode
+from scadm.pipeline import SCADMPipeline
+from scadm.regions import Preserve, default_margin, distance, edited_classes, edited_region
+from scadm.sampling import ddim_timesteps, sample_ddim
+from scadm.settings import RenderSettings
+
+PART_SETS = {"hair": ["hair"], "lips": ["u_lip", "l_lip"], "l_eye": ["l_eye"]}
+GAIN = 4  # difference maps x4
+
+
+def unit(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(x).permute(2, 0, 1).float()[None] / 127.5 - 1
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255**2 / mse))
+
+
+def diff_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    d = np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(-1) * GAIN
+    return np.repeat(np.clip(d, 0, 255).astype(np.uint8)[..., None], 3, -1)
+
+
+def lpips_fn():
+    try:
+        from scadm.metrics.lpips import load_lpips, uint8_to_unit
+        metric = load_lpips("alex")
+    except Exception as err:  # noqa: BLE001 - the report says why LPIPS is missing
+        print(f"no LPIPS ({err})")
+        return None
+    return lambda a, b: metric(uint8_to_unit(a), uint8_to_unit(b)).detach().numpy()
+
+
+def refine_sweep(pipe, faces, steps) -> list[dict]:
+    """Latent round-trip error and PSNR of inversion with 0, 1, 2 refinements, at g = 1 and 1.2."""
+    rows = []
+    grid = ddim_timesteps(steps)
+    for g in (1.0, 1.2):
+        for refine in (0, 1, 2):
+            errs, psnrs = [], []
+            for image, labels in faces:
+                x, lab = unit(image).to(pipe.device), torch.from_numpy(labels)[None]
+                eps_fn = pipe._eps_fn(pipe.encode_style(x, lab), pipe.one_hot(lab), g)
+                z_0 = encode(pipe.vqvae, x).float()
+                trajectory = ddim_invert(eps_fn, z_0, pipe.schedule.alphas_cumprod, grid, refine=refine)
+                back = sample_ddim(eps_fn, trajectory.noise, pipe.schedule.alphas_cumprod, grid)
+                errs.append(float(((back - z_0) ** 2).mean().sqrt() / z_0.std()))
+                psnrs.append(psnr(to_uint8(decode(pipe.vqvae, back).clamp(-1, 1))[0], image))
+            rows.append({"guidance": g, "refine": refine, "latent_rel_rmse": float(np.mean(errs)),
+                         "psnr": float(np.mean(psnrs)), "unet_evals_per_step": refine + 1})
+            print(rows[-1])
+    return rows
+
+
+def reconstruction(pipe, faces, settings, lpips) -> dict:
+    out = {"vq": [], "random": [], "inverted": []}
+    images = {k: [] for k in out}
+    for i, (image, labels) in enumerate(faces):
+        x, lab = unit(image), torch.from_numpy(labels)[None]
+        code = pipe.encode_style(x, lab)
+        images["vq"].append(to_uint8(decode(pipe.vqvae, encode(pipe.vqvae, x)).clamp(-1, 1))[0])
+        images["random"].append(to_uint8(pipe(lab, code, settings.replace(seed=i)))[0])
+        trajectory = pipe.invert(x, lab, settings)
+        images["inverted"].append(to_uint8(pipe(lab, code, settings, latents=trajectory.noise))[0])
+    real = np.stack([f[0] for f in faces])
+    for k, ims in images.items():
+        ims = np.stack(ims)
+        out[k] = {"psnr": float(np.mean([psnr(a, b) for a, b in zip(ims, real)])),
+                  "ssim": float(ssim(ims, real).mean()),
+                  "lpips": None if lpips is None else float(lpips(ims, real).mean())}
+    return out, images
+
+
+def swaps(pipe, faces, refs, truths, settings, margins) -> tuple[list[dict], dict]:
+    """Per face and part set: plain and preserved swaps, against the target and the true swap."""
+    rows, shown = [], {}
+    default = default_margin(pipe.image_size)
+    for i, ((image, labels), (ref_image, ref_labels)) in enumerate(zip(faces, refs)):
+        x, lab = unit(image), torch.from_numpy(labels)[None]
+        target = pipe.encode_style(x, lab)
+        reference = pipe.encode_style(unit(ref_image), torch.from_numpy(ref_labels)[None])
+        for name, parts_names in PART_SETS.items():
+            parts = pipe.label_set.parse_parts(parts_names)
+            if not np.isin(labels, parts).any():
+                continue
+            code = target.swap(reference, parts)
+            region = edited_region(lab, lab, edited_classes(target, code))[0]
+            dist = distance(region[None], max(margins))[0].numpy()
+            truth = truths[i][name] if truths else None
+            results = {"plain": to_uint8(pipe(lab, code, settings.replace(seed=i)))[0]}
+            for m in margins:
+                results[f"preserve m={m}"] = to_uint8(pipe(lab, code, settings.replace(seed=i),
+                                                           preserve=Preserve(x, lab, m)))[0]
+            trajectory = pipe.invert(x, lab, settings)
+            results[f"preserve m={default} inverted inside"] = to_uint8(
+                pipe(lab, code, settings, latents=trajectory.noise, preserve=Preserve(x, lab, default)))[0]
+            inside = np.isin(labels, parts)
+            for mode, result in results.items():
+                m = default if mode == "plain" else int(mode.split("m=")[1].split()[0])
+                outside = dist > m
+                err = np.abs(result.astype(np.float64) - image).mean(-1) / 255
+                row = {"face": i, "parts": name, "mode": mode, "margin": m,
+                       "outside_change": float(err[outside].mean()),
+                       "outside_max": float(err[outside].max() * 255)}
+                if truth is not None:
+                    gt = np.abs(result.astype(np.float64) - truth).mean(-1) / 255
+                    row.update(inside_vs_truth=float(gt[inside].mean()), image_vs_truth=float(gt.mean()),
+                               inside_vs_target=float(err[inside].mean()))
+                rows.append(row)
+            shown[(i, name)] = results
+    return rows, shown
+
+
+def mean_rows(rows: list[dict]) -> list[dict]:
+    keys = sorted({(r["parts"], r["mode"]) for r in rows}, key=lambda k: (k[0], k[1] != "plain", k[1]))
+    out = []
+    for parts, mode in keys:
+        sel = [r for r in rows if r["parts"] == parts and r["mode"] == mode]
+        out.append({"parts": parts, "mode": mode, "faces": len(sel),
+                    **{f: float(np.mean([r[f] for r in sel])) for f in sel[0]
+                       if f not in ("face", "parts", "mode", "margin")}})
+    return out
+
+
+def timing(pipe, face, ref, settings) -> dict:
+    x, lab = unit(face[0]), torch.from_numpy(face[1])[None]
+    target = pipe.encode_style(x, lab)
+    code = target.swap(pipe.encode_style(unit(ref[0]), torch.from_numpy(ref[1])[None]),
+                       pipe.label_set.parse_parts(["hair"]))
+    pipe.inversions = InversionCache()
+
+    def clock(fn) -> float:
+        t = time.perf_counter()
+        fn()
+        return time.perf_counter() - t
+
+    plain = min(clock(lambda: pipe(lab, code, settings)) for _ in range(2))
+    first = clock(lambda: pipe(lab, code, settings, preserve=Preserve(x, lab)))
+    again = min(clock(lambda: pipe(lab, code, settings, preserve=Preserve(x, lab))) for _ in range(2))
+    return {"plain_s": plain, "preserve_first_s": first, "preserve_cached_s": again,
+            "cache": {"hits": pipe.inversions.hits, "misses": pipe.inversions.misses}}
+
+
+def photos(pipe, settings, figures: Path) -> dict | None:
+    try:
+        import matplotlib.cbook
+        import skimage.data
+        from PIL import Image
+
+        from scadm.parsing import auto_mask_face
+    except ImportError as err:
+        print(f"no photos ({err})")
+        return None
+    tmp = figures.parent / ".photos"
+    tmp.mkdir(exist_ok=True)
+    Image.fromarray(skimage.data.astronaut()).save(tmp / "astronaut.png")
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+        (tmp / "grace_hopper.jpg").write_bytes(f.read())
+    faces = {name: auto_mask_face(tmp / name, pipe.image_size, pipe.label_set)
+             for name in ("astronaut.png", "grace_hopper.jpg")}
+    out, grid, labels_row = {}, [], []
+    margin = default_margin(pipe.image_size)
+    for target_name, ref_name in (("astronaut.png", "grace_hopper.jpg"), ("grace_hopper.jpg", "astronaut.png")):
+        x, lab = faces[target_name][0][None], faces[target_name][1][None]
+        target = pipe.encode_style(x, lab)
+        reference = pipe.encode_style(faces[ref_name][0][None], faces[ref_name][1][None])
+        image = to_uint8(x)[0]
+        recon_plain = to_uint8(pipe(lab, target, settings))[0]
+        recon_inv = to_uint8(pipe(lab, target, settings, latents=pipe.invert(x, lab, settings).noise))[0]
+        out[target_name] = {"recon_plain_psnr": psnr(recon_plain, image), "recon_inverted_psnr": psnr(recon_inv, image)}
+        for name, parts_names in PART_SETS.items():
+            parts = pipe.label_set.parse_parts(parts_names)
+            if not np.isin(lab[0].numpy(), parts).any():
+                continue
+            code = target.swap(reference, parts)
+            region = edited_region(lab, lab, edited_classes(target, code))[0]
+            outside = distance(region[None], margin)[0].numpy() > margin
+            plain = to_uint8(pipe(lab, code, settings))[0]
+            kept = to_uint8(pipe(lab, code, settings, preserve=Preserve(x, lab)))[0]
+            change = lambda r: float((np.abs(r.astype(np.float64) - image).mean(-1) / 255)[outside].mean())  # noqa: E731
+            inside = region.numpy()
+            moved = lambda r: float((np.abs(r.astype(np.float64) - image).mean(-1) / 255)[inside].mean())  # noqa: E731
+            out[target_name][name] = {"plain_outside": change(plain), "preserve_outside": change(kept),
+                                      "plain_inside_change": moved(plain), "preserve_inside_change": moved(kept)}
+            grid.append([image, to_uint8(faces[ref_name][0][None])[0], plain, kept,
+                         diff_map(plain, image), diff_map(kept, image)])
+            labels_row.append(f"{Path(target_name).stem}: {name}")
+    save_grid(grid, figures / "photos.png", row_labels=labels_row,
+              col_labels=["target", "reference", "plain swap", "preserved", f"|plain-target| x{GAIN}",
+                          f"|preserved-target| x{GAIN}"],
+              title=f"photos (aligned, parsed, 64 px), {settings.label()}, margin {margin} px")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=str(DEMO_MODEL))
+    ap.add_argument("--num", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--out", default="reports/inversion")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    out, figures = Path(args.out), Path(args.out) / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    pipe = SCADMPipeline.from_pretrained(args.model)
+    settings = RenderSettings(steps=args.steps)
+    seeds = [HELD_OUT_FIRST_SEED + i for i in range(args.num)]
+    synth = [render_face(s, pipe.image_size) for s in seeds]
+    faces = [(f.image, f.labels) for f in synth]
+    refs = [faces[(i + 1) % len(faces)] for i in range(len(faces))]
+    truths = [{n: swap_parts(f, synth[(i + 1) % len(synth)], p).image for n, p in PART_SETS.items()}
+              for i, f in enumerate(synth)]
+    results = {"model": Path(args.model).name, "settings": settings.to_dict(), "faces": seeds}
+    results["timing"] = timing(pipe, faces[0], refs[0], settings)
+    print(results["timing"])
+    results["refine"] = refine_sweep(pipe, faces[:4], args.steps)
+    results["reconstruction"], recon = reconstruction(pipe, faces, settings, lpips_fn())
+    print(results["reconstruction"])
+    save_grid([[f[0] for f in faces], recon["vq"], recon["random"], recon["inverted"]],
+              figures / "reconstruction.png", row_labels=["input", "VQ autoencoder", "from random noise",
+                                                          "from inverted noise"],
+              title=f"reconstruction, {settings.label()}")
+    margins = (0, default_margin(pipe.image_size), 2 * default_margin(pipe.image_size))
+    rows, shown = swaps(pipe, faces, refs, truths, settings, margins)
+    results["swaps"] = rows
+    results["swap_means"] = mean_rows(rows)
+    for r in results["swap_means"]:
+        print(r)
+    m = default_margin(pipe.image_size)
+    for name in PART_SETS:
+        grid, row_labels = [], []
+        for i in range(min(3, len(faces))):
+            if (i, name) not in shown:
+                continue
+            res = shown[(i, name)]
+            plain, kept = res["plain"], res[f"preserve m={m}"]
+            grid.append([faces[i][0], refs[i][0], truths[i][name], plain, kept, diff_map(plain, faces[i][0]),
+                         diff_map(kept, faces[i][0]), diff_map(kept, truths[i][name])])
+            row_labels.append(f"face {i}")
+        save_grid(grid, figures / f"swap-{name}.png", row_labels=row_labels,
+                  col_labels=["target", "reference", "true swap", "plain", f"preserved m={m}",
+                              f"|plain-target| x{GAIN}", f"|preserved-target| x{GAIN}", f"|preserved-truth| x{GAIN}"],
+                  title=f"{name} swap, {settings.label()}")
+    results["photos"] = photos(pipe, settings, figures)
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    print(json.dumps(results["photos"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
