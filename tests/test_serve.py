@@ -59,6 +59,7 @@ def test_reference_source_without_reference_is_refused(codes):
     ({"steps": 0}, "steps"), ({"sampler": "euler"}, "sampler"), ({"global_weight": 1.5}, "global_weight"),
     ({"parts": {"hiar": PartChoice("reference")}}, "unknown class 'hiar'"),
     ({"parts": {"hair": PartChoice("theirs")}}, "source"), ({"seed": -1}, "seed"), ({"dtype": "fp8"}, "dtype"),
+    ({"preserve": "yes"}, "preserve"), ({"margin": -2}, "margin"),
 ])
 def test_bad_settings_name_the_field(change, needle):
     with pytest.raises(InputError, match=needle):
@@ -66,10 +67,14 @@ def test_bad_settings_name_the_field(change, needle):
 
 
 def test_settings_json_round_trip(tmp_path):
-    settings = EditSettings({"hair": PartChoice("reference", 0.4)}, 0.9, 7, 2.0, "dpm++", 0.0, 42, "bf16")
+    settings = EditSettings({"hair": PartChoice("reference", 0.4)}, 0.9, 7, 2.0, "dpm++", 0.0, 42, "bf16",
+                            preserve=True, margin=3)
     path = tmp_path / "s.json"
     path.write_text(json.dumps(settings.to_json()))
     assert EditSettings.load(path) == settings
+    older = {k: v for k, v in settings.to_json().items() if k not in ("preserve", "margin")}
+    path.write_text(json.dumps(older))
+    assert EditSettings.load(path).preserve is False  # rendered before region-preserving edits existed
     path.write_text("{not json")
     with pytest.raises(InputError, match="not valid JSON"):
         EditSettings.load(path)
@@ -148,3 +153,5 @@ def test_cli_replays_the_editor_bit_for_bit(tiny_pipe, faces, tmp_path, one_thre
     np.testing.assert_array_equal(replayed, result)
     other = editor.render(tiny_pipe, target, reference, target.labels, settings)
     assert not np.array_equal(other, result), "the painted mask must matter"
+    assert settings.preserve  # the page's default: the target's own pixels away from the edits
+    assert np.array_equal(result[40:, :8], target.image[40:, :8])

@@ -286,9 +286,8 @@ class SCADMPipeline:
                     return x
                 return self._check_latents(returned["latents"], shape, "callback_on_step_end: latents")
 
-        kept = None
-        if preserve is not None:
-            kept = self._preserving(labels, style, preserve, settings, progress)
+        kept = None if preserve is None else self._preserving(labels, style, preserve, settings, progress)
+        if kept is not None:
             start, keep_step = kept[0]
             x_T, user_step = start(x_T), on_step
             on_step = keep_step if user_step is None else (lambda n, t, x: user_step(n, t, keep_step(n, t, x)))
@@ -369,11 +368,14 @@ class SCADMPipeline:
         return self.inversions.get(key, compute)
 
     def _preserving(self, labels, style, preserve: Preserve, settings: RenderSettings, progress):
-        """(start, on_step) of the latent blend, the target's pixels and the edit's pixel weight."""
+        """(start, on_step) of the latent blend, the target's pixels and the edit's pixel weight; None
+        when the edit covers the whole face (a plain render, with no inversion)."""
         image, target_labels = self._target(preserve.image, preserve.labels)
         target_style = self.encode_style(image, target_labels)
         region = edited_region(target_labels, labels.to(self.device), edited_classes(target_style, style))
         margin = default_margin(self.image_size) if preserve.margin is None else preserve.margin
-        trajectory = self.invert(image, target_labels, settings, progress)
         keep = latent_keep(region, margin, downsampling_factor(self.vqvae))
+        if not keep.any():  # every latent cell is edited: nothing of the target to follow
+            return None
+        trajectory = self.invert(image, target_labels, settings, progress)
         return keep_target(trajectory, keep), image.float(), pixel_weight(region, margin)

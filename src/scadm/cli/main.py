@@ -293,6 +293,10 @@ def _edit(args) -> int:
             names = ", ".join(pipe.label_set.names[p] for p in missing)
             print(f"note: the reference has no {names}; those parts get the encoder's absent-class style")
     preserve = _preserve(args, image, labels)
+    if preserve is None and settings is not None and settings.preserve:  # replay the editor's choice
+        from ..regions import Preserve
+
+        preserve = Preserve(image, labels, settings.margin)
     if args.edited_mask:
         labels = read_mask(args.edited_mask, pipe.label_set, size=pipe.image_size)[None]
 

@@ -195,7 +195,7 @@ def build_app(models: Models) -> gr.Blocks:
 
     @_shows_errors
     def generate(target, reference, labels, painting, history, global_weight, guidance, sampler, steps, seed,
-                 lock, dtype, *part_values, progress=gr.Progress(track_tqdm=True)):
+                 lock, dtype, preserve, *part_values, progress=gr.Progress(track_tqdm=True)):
         if target is None:
             raise gr.Error("load a target first")
         sources, weights = part_values[:len(names)], part_values[len(names):]
@@ -203,7 +203,7 @@ def build_app(models: Models) -> gr.Blocks:
                  if s != "target"}
         seed = int(seed) if lock and seed is not None else random.randrange(MAX_SEED)
         settings = EditSettings(parts, float(global_weight), int(steps), float(guidance), sampler, 0.0, seed,
-                                dtype or "fp32").check(label_set)
+                                dtype or "fp32", bool(preserve)).check(label_set)
         labels = _painted(labels, painting)
         start = time.perf_counter()
         result = editor.render(models[settings.dtype], target, reference, labels, settings, progress=True)
@@ -278,6 +278,9 @@ def build_app(models: Models) -> gr.Blocks:
                     seed = gr.Number(0, label="seed", precision=0, minimum=0, maximum=MAX_SEED, elem_id="seed")
                     lock = gr.Checkbox(True, label="lock seed", elem_id="lock-seed")
                 dtype = gr.Radio(list(DTYPES), value="fp32", label="precision (GPU)", visible=on_gpu, elem_id="dtype")
+                preserve = gr.Checkbox(True, label="keep the rest of the face: pixels outside the edited parts stay "
+                                       "the target's (inverts the target once, then each edit costs as usual)",
+                                       elem_id="preserve")
                 generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
         gallery = gr.Gallery(label="history (newest first)", columns=10, height=220, object_fit="contain", fit_columns=False,
                              elem_id="history")
@@ -300,7 +303,7 @@ def build_app(models: Models) -> gr.Blocks:
         generate_button.click(
             generate,
             [target_state, reference_state, mask_state, painter, history_state, global_weight, guidance, sampler,
-             steps, seed, lock, dtype, *sources, *weights],
+             steps, seed, lock, dtype, preserve, *sources, *weights],
             [result_view, gallery, history_state, seed, downloads, status])
         demo.load(pick_target, target_example, target_outs).then(pick_reference, reference_example, reference_outs)
     return demo

@@ -22,6 +22,7 @@ from scadm.data.synthetic import render_face
 from scadm.errors import InputError
 from scadm.io import read_pair, save_image, save_mask, to_uint8
 from scadm.labels import LabelSet, check_label_range, overlay
+from scadm.regions import Preserve, check_margin
 from scadm.sampling import SAMPLERS
 from scadm.style import StyleCode
 
@@ -71,6 +72,8 @@ class EditSettings:
     eta: float = 0.0
     seed: int = 0
     dtype: str = "fp32"
+    preserve: bool = True  # keep the target's own pixels outside the edited parts (scadm.regions)
+    margin: int | None = None  # of the preserved region, in pixels (None: the default)
 
     def check(self, label_set: LabelSet) -> "EditSettings":
         for name, choice in self.parts.items():
@@ -91,6 +94,10 @@ class EditSettings:
                 raise InputError(f"{name} must be a number >= 0, got {value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise InputError(f"seed must be an integer in 0..2^63-1, got {self.seed!r}")
+        if not isinstance(self.preserve, bool):
+            raise InputError(f"preserve must be true or false, got {self.preserve!r}")
+        if self.margin is not None:
+            check_margin(self.margin)
         return self
 
     def edited_parts(self) -> dict[str, tuple[str, float]]:
@@ -122,7 +129,8 @@ class EditSettings:
         return {"format": SETTINGS_FORMAT,
                 "parts": {n: {"source": c.source, "weight": c.weight} for n, c in self.parts.items()},
                 "global_weight": self.global_weight, "steps": self.steps, "guidance": self.guidance,
-                "sampler": self.sampler, "eta": self.eta, "seed": self.seed, "dtype": self.dtype}
+                "sampler": self.sampler, "eta": self.eta, "seed": self.seed, "dtype": self.dtype,
+                "preserve": self.preserve, "margin": self.margin}
 
     @classmethod
     def from_json(cls, data) -> "EditSettings":
@@ -133,9 +141,10 @@ class EditSettings:
             raise InputError("settings: 'parts' must map class names to {\"source\": ..., \"weight\": ...}")
         try:
             choices = {str(n): PartChoice(**c) for n, c in parts.items()}
-            options = {k: data[k] for k in ("global_weight", "steps", "guidance", "sampler", "eta", "seed", "dtype")
-                       if k in data}
-            return cls(parts=choices, **options)
+            options = {k: data[k] for k in ("global_weight", "steps", "guidance", "sampler", "eta", "seed", "dtype",
+                                            "margin") if k in data}
+            # files written before region-preserving edits existed were rendered without them
+            return cls(parts=choices, preserve=data.get("preserve", False), **options)
         except TypeError as err:
             raise InputError(f"settings: unexpected field ({err})") from None
 
@@ -265,9 +274,10 @@ def render(pipe, target: Face, reference: Face | None, labels: np.ndarray, setti
     reference_code = pipe.encode_style(*reference.tensors()) if reference is not None else None
     code = settings.style_code(target_code, reference_code, pipe.label_set)
     check_label_range(labels, pipe.label_set.num_classes, what="mask")
+    preserve = Preserve(*target.tensors(), settings.margin) if settings.preserve else None
     images = pipe(torch.from_numpy(labels)[None], code, num_inference_steps=settings.steps,
                   guidance_scale=settings.guidance, sampler=settings.sampler, eta=settings.eta,
-                  seed=settings.seed, progress=progress)
+                  seed=settings.seed, progress=progress, preserve=preserve)
     return to_uint8(images[0])
 
 
