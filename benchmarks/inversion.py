@@ -2,7 +2,7 @@
 with and without `preserve` against the exact procedural ground truth, the two public-domain photos,
 and the cost. Writes reports/inversion/{README.md,results.json,figures/}.
 
-    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python benchmarks/inversion.py [--num 8] [--steps 50]
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python benchmarks/inversion.py [--num 4] [--steps 25]
 
 Deterministic (seeded, DDIM eta 0); the photos need the photos and parse extras (`make parse-extras`).
 """
@@ -213,17 +213,17 @@ def photos(pipe, settings, figures: Path) -> dict | None:
                          diff_map(plain, image), diff_map(kept, image)])
             labels_row.append(f"{Path(target_name).stem}: {name}")
     save_grid(grid, figures / "photos.png", row_labels=labels_row,
-              col_labels=["target", "reference", "plain swap", "preserved", f"|plain-target| x{GAIN}",
-                          f"|preserved-target| x{GAIN}"],
-              title=f"photos (aligned, parsed, 64 px), {settings.label()}, margin {margin} px")
+              col_labels=["target", "ref.", "plain", "preserved", "|plain-tgt|", "|pres.-tgt|"],
+              title=f"photos (aligned, parsed, 64 px), {settings.label()}, margin {margin} px; differences x{GAIN}")
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(DEMO_MODEL))
-    ap.add_argument("--num", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--num", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=25, help="sampler steps (default 25, as reports/procedural)")
+    ap.add_argument("--sweep-faces", type=int, default=2, help="faces of the refinement sweep (default 2)")
     ap.add_argument("--out", default="reports/inversion")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -240,7 +240,7 @@ def main() -> None:
     results = {"model": Path(args.model).name, "settings": settings.to_dict(), "faces": seeds}
     results["timing"] = timing(pipe, faces[0], refs[0], settings)
     print(results["timing"])
-    results["refine"] = refine_sweep(pipe, faces[:4], args.steps)
+    results["refine"] = refine_sweep(pipe, faces[:args.sweep_faces], args.steps)
     results["reconstruction"], recon = reconstruction(pipe, faces, settings, lpips_fn())
     print(results["reconstruction"])
     save_grid([[f[0] for f in faces], recon["vq"], recon["random"], recon["inverted"]],
@@ -267,7 +267,7 @@ def main() -> None:
         save_grid(grid, figures / f"swap-{name}.png", row_labels=row_labels,
                   col_labels=["target", "reference", "true swap", "plain", f"preserved m={m}",
                               f"|plain-target| x{GAIN}", f"|preserved-target| x{GAIN}", f"|preserved-truth| x{GAIN}"],
-                  title=f"{name} swap, {settings.label()}")
+                  title=f"{name} swap, {settings.label()}, margin {m} px; differences x{GAIN}")
     results["photos"] = photos(pipe, settings, figures)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results["photos"], indent=1))
