@@ -1,10 +1,16 @@
+import ast
+import json
+from pathlib import Path
+
 import pytest
 import torch
-from PIL import Image
-
 from authors_layout import authors_checkpoint, authors_yaml
-from scadm.cli import main
+from PIL import Image
 from tiny_models import face
+
+from scadm.cli import main
+from scadm.cli.main import build_parser
+from scadm.data.synthetic import render_face
 from scadm.io import save_image, save_mask
 from scadm.labels import CELEBAMASK_HQ
 
@@ -110,3 +116,131 @@ def test_help_mentions_every_command(capsys):
     text = capsys.readouterr().out
     for command in ("demo", "sample", "edit", "convert"):
         assert command in text
+
+
+# ---------------------------------------------------------------- render flags, settings files, devices
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def _sample(root, *extra):
+    return main(["sample", str(root / "target_mask.png"), "--model", str(root / "model"), "--steps", "1",
+                 "--num", "1", "--out", str(root / "s"), *extra])
+
+
+@pytest.mark.parametrize("flag, value, needle", [
+    ("--device", "tpu:7", "--device tpu:7: not a device"),
+    ("--seed", str(2**70), "--seed: must be an integer in 0..2**64-1, got 1180591620717411303424"),
+    ("--seed", "-1", "--seed: must be an integer in 0..2**64-1, got -1"),
+    ("--guidance", "nan", "--guidance: must be a finite number"),
+    ("--guidance", "inf", "--guidance: must be a finite number"),
+    ("--eta", "2", "--eta: must be a number in [0, 1]"),
+    ("--steps", "0", "--steps: must be an integer in 1..1000"),
+    ("--sampler", "euler", "--sampler: must be one of ddim, ddpm, dpm++"),
+    ("--dtype", "fp8", "--dtype: must be one of"),
+])
+def test_bad_render_flags_are_one_line_naming_the_flag(converted, capsys, flag, value, needle):
+    assert _edit(converted, flag, value) == 2
+    assert needle in _one_line(capsys)
+    assert _sample(converted, flag, value) == 2
+    assert needle in _one_line(capsys)
+
+
+@pytest.mark.parametrize("device, needle", [("tpu:7", "not a device"), ("cuda", "CUDA is not available")])
+def test_evaluate_refuses_a_bad_device_in_one_line(capsys, device, needle):
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["evaluate", "--protocol", "noise", "--no-fid", "--device", device]) == 2
+    assert f"--device {device}: {needle}" in _one_line(capsys)
+
+
+def test_cuda_without_cuda_is_refused_by_edit_and_sample(converted, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert _edit(converted, "--device", "cuda") == 2 and "CUDA is not available" in _one_line(capsys)
+    assert _sample(converted, "--device", "cuda:1") == 2 and "CUDA is not available" in _one_line(capsys)
+
+
+def _settings_file(path, **values):
+    data = {"format": "scadm-edit-settings/1", "parts": {"hair": {"source": "random", "weight": 1.0}},
+            "global_weight": 1.0, "steps": 2, "guidance": 1.2, "sampler": "ddim", "eta": 0.0, "seed": 11,
+            "dtype": "fp32", **values}
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("values, needle", [
+    ({"stpes": 3}, "unknown key 'stpes'"),
+    ({"steps": 0}, ": steps: must be an integer in 1..1000, got 0"),
+    ({"seed": -1}, ": seed: must be an integer in 0..2**64-1, got -1"),
+    ({"guidance": float("nan")}, ": guidance: must be a finite number"),
+    ({"parts": {"unicorn": {"source": "random", "weight": 1}}}, ": parts.unicorn: unknown class 'unicorn'"),
+    ({"parts": {"hair": {"source": "random", "weight": 2}}}, ": parts.hair.weight: must be a number in [0, 1]"),
+])
+def test_settings_file_errors_name_the_file_and_its_key(converted, tmp_path, capsys, values, needle):
+    path = _settings_file(tmp_path / "my-settings.json", **values)
+    assert _edit(converted, "--settings", str(path)) == 2
+    err = _one_line(capsys)
+    assert str(path) in err and needle in err
+    assert "--steps" not in err and "--seed" not in err  # flags the user did not pass are not blamed
+
+
+def test_flags_given_explicitly_win_over_the_settings_file_and_say_so(converted, tmp_path, capsys):
+    path = _settings_file(tmp_path / "s.json")
+    out = tmp_path / "out"
+    assert main(["edit", "--model", str(converted / "model"), "--image", str(converted / "target.png"),
+                 "--mask", str(converted / "target_mask.png"), "--settings", str(path), "--seed", "5",
+                 "--out", str(out)]) == 0
+    assert (out / "target_settings_0_seed5.png").is_file()
+    assert f"note: --seed 5 replaces {path}'s seed 11" in capsys.readouterr().err
+    assert main(["edit", "--model", str(converted / "model"), "--image", str(converted / "target.png"),
+                 "--mask", str(converted / "target_mask.png"), "--settings", str(path), "--out", str(out)]) == 0
+    assert (out / "target_settings_0_seed11.png").is_file()
+    assert "note:" not in capsys.readouterr().err  # no flag given: the file's values, silently
+
+
+def test_unknown_parts_name_the_option_and_the_valid_names(converted, capsys):
+    assert _edit(converted, "--mode", "mix", "--parts", "unicorn") == 2
+    err = _one_line(capsys)
+    assert err.startswith("scadm edit: error: --parts: unknown class 'unicorn'")
+    assert "hair" in err and "eyes" in err
+
+
+def test_edit_and_sample_default_to_the_shipped_model(tmp_path):
+    labels = render_face(900_000_001, 64).labels
+    save_mask(labels, tmp_path / "mask.png")
+    save_image(torch.zeros(3, 64, 64), tmp_path / "face.png")
+    assert main(["sample", str(tmp_path / "mask.png"), "--steps", "1", "--num", "1", "--out", str(tmp_path / "s")]) == 0
+    assert (tmp_path / "s" / "mask_seed0.png").is_file()
+    assert main(["edit", "--image", str(tmp_path / "face.png"), "--mask", str(tmp_path / "mask.png"),
+                 "--steps", "1", "--out", str(tmp_path / "e")]) == 0
+    assert (tmp_path / "e" / "face_reconstruct_0_seed0.png").is_file()
+
+
+def test_sample_edit_and_evaluate_share_one_set_of_render_flags():
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    flags = {name: {o for a in commands[name]._actions for o in a.option_strings}
+             for name in ("sample", "edit", "evaluate")}
+    render = {"--steps", "--guidance", "--sampler", "--eta", "--seed", "--dtype", "--device"}
+    for name, options in flags.items():
+        assert render <= options, name
+        assert all(commands[name].get_default(f[2:]) is None for f in render - {"--device"}), name
+
+
+def test_the_command_line_uses_only_the_library_layer():
+    """cli/serve.py starts the web editor; no other command imports scadm.serve."""
+    cli = Path(__file__).parents[1] / "src" / "scadm" / "cli"
+    for module in cli.glob("*.py"):
+        if module.name == "serve.py":
+            continue
+        tree = ast.parse(module.read_text())
+        # absolute names of what it imports: `from ..serve import x` is scadm.serve, `.serve` scadm.cli.serve
+        imported = [{0: "", 1: "scadm.cli.", 2: "scadm."}[n.level] + (n.module or "")
+                    for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        assert not [m for m in imported if m.startswith("scadm.serve")], module.name

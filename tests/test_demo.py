@@ -4,6 +4,7 @@ from PIL import Image
 
 from scadm.demo import DEMO_MODEL, run_demo
 from scadm.pipeline import SCADMPipeline
+from scadm.settings import INTERACTIVE
 
 MAX_SHIPPED_BYTES = 25 * 2**20
 
@@ -18,7 +19,7 @@ def test_shipped_model_is_complete_small_and_documented():
 
 
 def test_demo_with_the_shipped_model_edits_locally(tmp_path: Path):
-    summary = run_demo(tmp_path, steps=10)
+    summary = run_demo(tmp_path, settings=INTERACTIVE.replace(steps=10))
     assert Image.open(summary.figure).size[0] > 300
     for part in ("r_eye", "hair"):  # a swap changes its part, not the face around it
         inside, outside = summary.swaps[part]

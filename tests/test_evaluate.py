@@ -4,18 +4,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from authors_layout import authors_checkpoint, authors_yaml
 from PIL import Image
 
-from authors_layout import authors_checkpoint, authors_yaml
 from scadm.cli import main
 from scadm.data.synthetic import render_face
 from scadm.errors import InputError
 from scadm.evaluate import PROTOCOLS, evaluate
-from scadm.evaluate.context import Model, Options, RenderSettings, model_fingerprint
+from scadm.evaluate.context import Model, Options, model_fingerprint
 from scadm.evaluate.data import DataSpec
 from scadm.metrics.fid import InceptionFeatures
 from scadm.metrics.lpips import LPIPS
 from scadm.pipeline import SCADMPipeline
+from scadm.settings import RenderSettings
 
 SKIN = 1
 

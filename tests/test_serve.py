@@ -10,11 +10,12 @@ import torch
 from PIL import Image
 
 from scadm.cli import main
+from scadm.editing import EditSettings, PartChoice
 from scadm.errors import InputError
 from scadm.io import save_image, save_mask
 from scadm.labels import CELEBAMASK_HQ
 from scadm.serve import editor
-from scadm.serve.editor import EditSettings, PartChoice
+from scadm.settings import RenderSettings
 
 HAIR, SKIN, HAT = (CELEBAMASK_HQ.index(n) for n in ("hair", "skin", "hat"))
 
@@ -55,19 +56,23 @@ def test_reference_source_without_reference_is_refused(codes):
         EditSettings({"hair": PartChoice("reference")}).style_code(codes[0], None, CELEBAMASK_HQ)
 
 
-@pytest.mark.parametrize("change, needle", [
-    ({"steps": 0}, "steps"), ({"sampler": "euler"}, "sampler"), ({"global_weight": 1.5}, "global_weight"),
-    ({"parts": {"hiar": PartChoice("reference")}}, "unknown class 'hiar'"),
-    ({"parts": {"hair": PartChoice("theirs")}}, "source"), ({"seed": -1}, "seed"), ({"dtype": "fp8"}, "dtype"),
-    ({"preserve": "yes"}, "preserve"), ({"margin": -2}, "margin"),
+@pytest.mark.parametrize("make, needle", [
+    (lambda: EditSettings(render=RenderSettings(steps=0)), "steps"),
+    (lambda: EditSettings(render=RenderSettings(sampler="euler")), "sampler"),
+    (lambda: EditSettings(global_weight=1.5), "global_weight"),
+    (lambda: EditSettings({"hiar": PartChoice("reference")}), "parts.hiar: unknown class 'hiar'"),
+    (lambda: EditSettings({"hair": PartChoice("theirs")}), "source"),
+    (lambda: EditSettings(render=RenderSettings(seed=-1)), "seed"),
+    (lambda: EditSettings(render=RenderSettings(dtype="fp8")), "dtype"),
+    (lambda: EditSettings(preserve="yes"), "preserve"), (lambda: EditSettings(margin=-2), "margin"),
 ])
-def test_bad_settings_name_the_field(change, needle):
+def test_bad_settings_name_the_field(make, needle):
     with pytest.raises(InputError, match=needle):
-        EditSettings(**change).check(CELEBAMASK_HQ)
+        make().check(CELEBAMASK_HQ)
 
 
 def test_settings_json_round_trip(tmp_path):
-    settings = EditSettings({"hair": PartChoice("reference", 0.4)}, 0.9, 7, 2.0, "dpm++", 0.0, 42, "bf16",
+    settings = EditSettings({"hair": PartChoice("reference", 0.4)}, 0.9, RenderSettings(7, 2.0, "dpm++", 0.0, 42, "bf16"),
                             preserve=True, margin=3)
     path = tmp_path / "s.json"
     path.write_text(json.dumps(settings.to_json()))
@@ -137,7 +142,7 @@ def test_cli_replays_the_editor_bit_for_bit(tiny_pipe, faces, tmp_path, one_thre
     labels = target.labels.copy()
     labels[:6, 20:40] = HAT  # a painted hat
     settings = EditSettings({"hair": PartChoice("reference", 0.7), "skin": PartChoice("random")}, 0.9,
-                            steps=3, guidance=1.5, sampler="ddim", seed=11)
+                            RenderSettings(steps=3, guidance=1.5, sampler="ddim", seed=11))
     result = editor.render(tiny_pipe, target, reference, labels, settings)
     model = tmp_path / "model"
     tiny_pipe.save_pretrained(model)

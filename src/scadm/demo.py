@@ -19,6 +19,7 @@ from .figures import save_grid
 from .io import mask_to_rgb, to_uint8
 from .models.autoencoder import downsampling_factor
 from .pipeline import SCADMPipeline
+from .settings import INTERACTIVE, RenderSettings
 
 DEMO_MODEL = Path(__file__).parent / "assets" / "demo-procedural-64"
 #: held-out faces: the demo model trained on faces 0 .. N-1 of dataset seed 0
@@ -73,9 +74,11 @@ def _visible_face(seed: int, size: int, pipe: SCADMPipeline):
         seed += 1
 
 
-def run_demo(out: Path, model: str | Path | SCADMPipeline = DEMO_MODEL, seed: int = 0,
-             steps: int = 25) -> DemoSummary:
-    pipe = model if isinstance(model, SCADMPipeline) else SCADMPipeline.from_pretrained(model)
+def run_demo(out: Path, model: str | Path | SCADMPipeline = DEMO_MODEL,
+             settings: RenderSettings = INTERACTIVE) -> DemoSummary:
+    pipe = model if isinstance(model, SCADMPipeline) else SCADMPipeline.from_pretrained(
+        model, dtype=settings.torch_dtype)
+    seed = settings.seed
     size = pipe.image_size
     target, reference = _visible_face(TARGET_SEED, size, pipe), render_face(REFERENCE_SEED, size)
     labels = torch.from_numpy(target.labels)[None]
@@ -87,7 +90,7 @@ def run_demo(out: Path, model: str | Path | SCADMPipeline = DEMO_MODEL, seed: in
         code, _ = edit_codes(mode, tgt, ref, parts, alphas)
         if seeds is not None:
             code = code.repeat(len(seeds))
-        images = pipe(labels.expand(len(code), -1, -1), code, num_inference_steps=steps,
+        images = pipe(labels.expand(len(code), -1, -1), code, settings,
                       seed=seeds if seeds is not None else seed)
         return [to_uint8(x) for x in images]
 
@@ -118,5 +121,5 @@ def run_demo(out: Path, model: str | Path | SCADMPipeline = DEMO_MODEL, seed: in
     out.mkdir(parents=True, exist_ok=True)
     figure = out / "demo.png"
     save_grid(rows, figure, row_labels=row_labels,
-              title=f"scadm demo: held-out procedural faces, DDIM {steps} steps, g=1.2")
+              title=f"scadm demo: held-out procedural faces, {settings.label()}")
     return DemoSummary(figure, part_colour_error(recon, target.image, target.labels), swaps)

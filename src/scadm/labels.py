@@ -73,8 +73,9 @@ class LabelSet:
     def num_classes(self) -> int:
         return len(self.names)
 
-    def index(self, name_or_int: str | int) -> int:
-        """The label value of a class given by name ("hair"), int (13) or digit string ("13")."""
+    def index(self, name_or_int: str | int, what: str = "part") -> int:
+        """The label value of a class given by name ("hair"), int (13) or digit string ("13");
+        errors start with `what` (the option or key it came from)."""
         if isinstance(name_or_int, str):
             found = self._find_name(name_or_int)
             if found is not None:
@@ -85,11 +86,11 @@ class LabelSet:
             k = int(name_or_int.strip())
         else:
             raise InputError(
-                f"part: unknown class {name_or_int!r}; valid names are {', '.join(self.names)}"
+                f"{what}: unknown class {name_or_int!r}; valid names are {', '.join(self.names)}"
                 f" (or 0..{self.num_classes - 1})"
             )
         if not 0 <= k < self.num_classes:
-            raise InputError(f"part: class index {k} is out of range 0..{self.num_classes - 1}")
+            raise InputError(f"{what}: class index {k} is out of range 0..{self.num_classes - 1}")
         return k
 
     def _find_name(self, name: str) -> int | None:
@@ -97,9 +98,9 @@ class LabelSet:
         key = name.strip().lower()
         return lowered.index(key) if key in lowered else None
 
-    def parse_parts(self, spec: str | Iterable[str | int]) -> list[int]:
+    def parse_parts(self, spec: str | Iterable[str | int], what: str = "parts") -> list[int]:
         """Class indices from "hair,l_eye,u_lip" or an iterable of names/ints, deduplicated,
-        in order.
+        in order; errors start with `what` (e.g. "--parts") and list the valid names.
 
         Besides class names and indices, these groups are accepted: "eyes" (l_eye, r_eye),
         "brows" (l_brow, r_brow), "lips" (u_lip, l_lip), "mouth_all" (mouth, u_lip, l_lip),
@@ -112,15 +113,15 @@ class LabelSet:
         items = [i.strip() if isinstance(i, str) else i for i in items]
         items = [i for i in items if i != ""]
         if not items:
-            raise InputError(f"parts: {spec!r} names no classes")
+            raise InputError(f"{what}: {spec!r} names no classes")
         out: list[int] = []
         for item in items:
-            for k in self._expand(item):
+            for k in self._expand(item, what):
                 if k not in out:
                     out.append(k)
         return out
 
-    def _expand(self, item: str | int) -> list[int]:
+    def _expand(self, item: str | int, what: str) -> list[int]:
         if isinstance(item, str) and self._find_name(item) is None:
             key = item.lower()
             if key == ALL_PARTS:
@@ -129,11 +130,17 @@ class LabelSet:
                 missing = [n for n in PART_ALIASES[key] if self._find_name(n) is None]
                 if missing:
                     raise InputError(
-                        f"part: group {key!r} needs {', '.join(missing)}, which this label set"
+                        f"{what}: group {key!r} needs {', '.join(missing)}, which this label set"
                         f" lacks; valid names are {', '.join(self.names)}"
                     )
                 return [self.index(n) for n in PART_ALIASES[key]]
-        return [self.index(item)]
+        try:
+            return [self.index(item, what)]
+        except InputError as err:
+            if "unknown class" not in str(err):
+                raise
+            groups = ", ".join([*(g for g in PART_ALIASES if g not in self.names), ALL_PARTS])
+            raise InputError(f"{err}; or the groups {groups}") from None
 
     def palette_array(self) -> np.ndarray:
         """The palette as a (C, 3) uint8 array, for table look-ups."""

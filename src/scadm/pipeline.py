@@ -37,7 +37,7 @@ from .models.unet import SCADMUNet
 from .regions import Preserve, blend, default_margin, edited_classes, edited_region, latent_keep, pixel_weight
 from .sampling import Progress, ddim_timesteps, guided_eps_fn, randn, sample
 from .schedule import NoiseSchedule
-from .settings import DTYPES, RenderSettings, check_seed
+from .settings import RenderSettings, check_seed, dtype_name
 from .style import StyleCode
 
 #: What the unconditional branch of classifier-free guidance sees (paper Eq. 4, eps(E_s(0), 0)):
@@ -319,7 +319,7 @@ class SCADMPipeline:
         """`settings` (checked against the networks' dtype) or the defaults in the pipeline's
         dtype, with the keyword overrides applied."""
         if settings is None:
-            own = next((name for name, dtype in DTYPES.items() if dtype == self.dtype), None)
+            own = dtype_name(self.dtype)
             settings = RenderSettings(**({"dtype": own} if own else {}))
         elif settings.torch_dtype != self.dtype:
             raise InputError(f"settings.dtype is {settings.dtype} but the pipeline runs in {self.dtype}; "

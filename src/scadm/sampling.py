@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from scadm.errors import InputError
 from scadm.schedule import NUM_TRAIN_TIMESTEPS, NoiseSchedule
+from scadm.settings import GUIDANCE_SCALE, SAMPLERS, RenderSettings
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Progress = bool | Callable[[int, int], None]  # tqdm on/off, or a callback(steps_done, total)
@@ -28,8 +29,7 @@ Progress = bool | Callable[[int, int], None]  # tqdm on/off, or a callback(steps
 #: timestep the step started from; the pipeline's `callback_on_step_end` runs through it
 OnStep = Callable[[int, int, torch.Tensor], torch.Tensor]
 
-SAMPLERS = ("ddim", "ddpm", "dpm++")
-GUIDANCE_SCALE = 1.2  # the paper's "s = 1.2" in the code's convention (see `guide`)
+DEFAULT = RenderSettings()
 
 
 def randn(
@@ -172,7 +172,7 @@ def sample_ddim(
     alphas_cumprod: torch.Tensor,
     timesteps: Sequence[int],
     *,
-    eta: float = 0.0,
+    eta: float = DEFAULT.eta,
     generators: Sequence[torch.Generator] | None = None,
     progress: Progress = False,
     on_step: OnStep | None = None,
@@ -271,9 +271,9 @@ def sample(
     x_T: torch.Tensor,
     schedule: NoiseSchedule,
     *,
-    sampler: str = "ddim",
-    num_steps: int = 50,
-    eta: float = 0.0,
+    sampler: str = DEFAULT.sampler,
+    num_steps: int = DEFAULT.steps,
+    eta: float = DEFAULT.eta,
     generators: Sequence[torch.Generator] | None = None,
     progress: Progress = False,
     on_step: OnStep | None = None,

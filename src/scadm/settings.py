@@ -4,6 +4,9 @@ The one owner of these defaults and of their validation: the pipeline call, `sca
 evaluate` (flags and settings files), the web editor and the demo all build a `RenderSettings`, so
 a value refused in one place is refused everywhere, with the same words. Errors name the field;
 callers add where it came from (a flag, a file's key).
+
+Imports no torch (only `torch_dtype` and `resolve_device` do, when called), so that the command
+line can declare its flags from these defaults without slowing `scadm --help`.
 """
 
 from __future__ import annotations
@@ -13,14 +16,16 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import torch
-
 from scadm.errors import InputError
-from scadm.sampling import GUIDANCE_SCALE, SAMPLERS
-from scadm.schedule import NUM_TRAIN_TIMESTEPS
 
-#: network precisions by name (the sampler's state is float32, or float64 with fp64 networks)
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp64": torch.float64}
+SAMPLERS = ("ddim", "ddpm", "dpm++")  # scadm.sampling runs them
+GUIDANCE_SCALE = 1.2  # the paper's "s = 1.2" in the code's convention (see `scadm.sampling.guide`)
+#: the most steps a sampler can take: one per training timestep of the authors' schedule (T = 1000;
+#: the sampler checks against the model's own T)
+MAX_STEPS = 1000
+#: network precisions by name -> torch attribute (the sampler's state is float32, or float64 with
+#: fp64 networks)
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp64": "float64"}
 #: what torch.Generator.manual_seed takes without wrapping around (it maps -1 to 2**64 - 1)
 MAX_SEED = 2**64 - 1
 
@@ -51,8 +56,10 @@ class RenderSettings:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     @property
-    def torch_dtype(self) -> torch.dtype:
-        return DTYPES[self.dtype]
+    def torch_dtype(self):
+        import torch
+
+        return getattr(torch, DTYPES[self.dtype])
 
     def label(self) -> str:
         """A short caption for figures and reports, e.g. "ddim 50 steps, g=1.2"."""
@@ -67,39 +74,40 @@ class RenderSettings:
         (callers that own the rest of the mapping refuse unknown ones). Errors say `source: key: ...`."""
         values = {k: data[k] for k in FIELDS if k in data}
         for key, value in values.items():
-            try:
-                check_field(key, value)
-            except InputError as err:
-                raise InputError(f"{source}: {err}") from None
+            check_field(key, value, f"{source}: {key}")
         return dataclasses.replace(base or cls(), **values)
 
 
-def check_field(name: str, value) -> None:
-    """Raise InputError("name: must be ..., got ...") unless `value` is valid for field `name`."""
+def check_field(name: str, value, where: str | None = None) -> None:
+    """Raise InputError("<where>: must be ..., got ...") unless `value` is valid for field `name`;
+    `where` (default: the field's name) says where the value came from: "--steps", "file.json: steps"."""
+    problem = _problem(name, value)
+    if problem:
+        raise InputError(f"{where or name}: {problem}, got {value!r}")
+
+
+def _problem(name: str, value) -> str | None:
     if name == "steps":
-        if not _is_int(value) or not 1 <= value <= NUM_TRAIN_TIMESTEPS:
-            raise InputError(f"steps: must be an integer in 1..{NUM_TRAIN_TIMESTEPS}, got {value!r}")
-    elif name == "guidance":
-        if not _is_real(value) or not math.isfinite(value) or value < 0:
-            raise InputError(f"guidance: must be a finite number >= 0 (1 = no guidance), got {value!r}")
-    elif name == "eta":
-        if not _is_real(value) or not 0 <= value <= 1:  # NaN fails the comparison too
-            raise InputError(f"eta: must be a number in [0, 1], got {value!r}")
-    elif name == "seed":
-        check_seed(value)
-    elif name == "sampler":
-        if value not in SAMPLERS:
-            raise InputError(f"sampler: must be one of {', '.join(SAMPLERS)}, got {value!r}")
-    elif name == "dtype":
-        if value not in DTYPES:
-            raise InputError(f"dtype: must be one of {', '.join(DTYPES)}, got {value!r}")
-    else:
-        raise InputError(f"{name}: not a render setting (those are {', '.join(FIELDS)})")
+        ok = _is_int(value) and 1 <= value <= MAX_STEPS
+        return None if ok else f"must be an integer in 1..{MAX_STEPS}"
+    if name == "guidance":
+        ok = _is_real(value) and math.isfinite(value) and value >= 0
+        return None if ok else "must be a finite number >= 0 (1 = no guidance)"
+    if name == "eta":
+        ok = _is_real(value) and 0 <= value <= 1  # NaN fails the comparison
+        return None if ok else "must be a number in [0, 1]"
+    if name == "seed":
+        ok = _is_int(value) and 0 <= value <= MAX_SEED
+        return None if ok else "must be an integer in 0..2**64-1"
+    if name == "sampler":
+        return None if value in SAMPLERS else f"must be one of {', '.join(SAMPLERS)}"
+    if name == "dtype":
+        return None if value in DTYPES else f"must be one of {', '.join(DTYPES)}"
+    return f"not a render setting (those are {', '.join(FIELDS)})"
 
 
-def check_seed(value, name: str = "seed") -> int:
-    if not _is_int(value) or not 0 <= value <= MAX_SEED:
-        raise InputError(f"{name}: must be an integer in 0..2**64-1, got {value!r}")
+def check_seed(value, where: str = "seed") -> int:
+    check_field("seed", value, where)
     return int(value)
 
 
@@ -116,9 +124,16 @@ FIELDS = tuple(f.name for f in dataclasses.fields(RenderSettings))
 INTERACTIVE = RenderSettings(steps=25)
 
 
-def resolve_device(spec: str, what: str = "device") -> torch.device:
-    """"auto" (CUDA when there is one, else the CPU), "cpu", "cuda", "cuda:N" or "mps", checked
-    against this machine, so that a wrong device is one line before any model is loaded."""
+def dtype_name(dtype) -> str | None:
+    """The name in DTYPES of a torch dtype (None when it has none)."""
+    return next((name for name, attr in DTYPES.items() if str(dtype) == f"torch.{attr}"), None)
+
+
+def resolve_device(spec: str, what: str = "device"):
+    """"auto" (CUDA when there is one, else the CPU), "cpu", "cuda", "cuda:N" or "mps" -> a
+    torch.device checked against this machine: a wrong device is one line before any model loads."""
+    import torch
+
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

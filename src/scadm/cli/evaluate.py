@@ -10,6 +10,8 @@ import shlex
 from pathlib import Path
 
 from ..errors import InputError
+from ..settings import SAMPLERS
+from .options import add_render_flags, render_settings
 
 PROTOCOL_NAMES = ("reconstruction", "swap", "partial-swap", "noise", "timing", "disentanglement")
 PARSERS = ("procedural", "bisenet", "none")
@@ -35,13 +37,7 @@ def add_evaluate_commands(subparsers) -> None:
                         "split) or a folder with images/ and labels/ (default procedural)")
     p.add_argument("--split", help="subfolder of a --data folder, e.g. test")
     p.add_argument("--num", type=int, default=16, help="faces to evaluate on (default 16)")
-    p.add_argument("--steps", type=int, default=50, help="sampler steps (default 50)")
-    p.add_argument("--guidance", type=float, default=1.2, help="classifier-free guidance g (default 1.2)")
-    p.add_argument("--sampler", default="ddim", choices=("ddim", "ddpm", "dpm++"))
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0)")
-    p.add_argument("--seed", type=int, default=0, help="face i is rendered with seed SEED + i")
     p.add_argument("--batch", type=int, default=8, help="images per sampler call (default 8)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
     p.add_argument("--parser", choices=PARSERS,
                    help="face parser for mIoU / accuracy (default: procedural for --data procedural, "
                         "bisenet otherwise; none skips those metrics)")
@@ -55,7 +51,7 @@ def add_evaluate_commands(subparsers) -> None:
     p.add_argument("--part-set", action="append", metavar="NAME=PARTS",
                    help="a part set for swaps, e.g. eyes=l_eye,r_eye (repeat; default r_eye, lips=u_lip,l_lip, "
                         "hair, all)")
-    p.add_argument("--timing-samplers", default="ddim,ddpm,dpm++")
+    p.add_argument("--timing-samplers", default=",".join(SAMPLERS))
     p.add_argument("--timing-steps", default="10,25,50")
     p.add_argument("--timing-repeats", type=int, default=3)
     p.add_argument("--out", default="reports/evaluation", help="report folder (default reports/evaluation)")
@@ -64,6 +60,7 @@ def add_evaluate_commands(subparsers) -> None:
                    help="partial-swap / disentanglement: skip the region-preserving swaps (reported beside the "
                         "plain ones by default; each face is DDIM-inverted once per model and setting)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_render_flags(p)  # face i is rendered with seed SEED + i
     p.set_defaults(func=run_evaluate)
 
 
@@ -125,12 +122,15 @@ def canonical_command(args) -> str:
 def run_evaluate(args) -> int:
     from ..demo import DEMO_MODEL
     from ..evaluate import PROTOCOLS, evaluate
-    from ..evaluate.context import Options, RenderSettings, load_model
+    from ..evaluate.context import Options, load_model
     from ..evaluate.data import DataSpec
     from ..metrics.weights import cache_dir
+    from ..settings import resolve_device
 
     protocols = list(PROTOCOLS) if "all" in args.protocol else list(dict.fromkeys(args.protocol))
-    for flag in ("num", "steps", "batch", "diversity_masks", "timing_repeats"):
+    settings, _ = render_settings(args)
+    device = str(resolve_device(args.device, "--device"))
+    for flag in ("num", "batch", "diversity_masks", "timing_repeats"):
         if getattr(args, flag) < 1:
             raise InputError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if args.diversity_samples < 2:
@@ -140,17 +140,17 @@ def run_evaluate(args) -> int:
     data = DataSpec.parse(args.data, args.num, args.split)
     parser_name = args.parser or ("procedural" if data.procedural else "bisenet")
     options = Options(
-        data=data, render=RenderSettings(args.steps, args.guidance, args.sampler, args.eta), seed=args.seed,
-        batch=args.batch, device=args.device, parser=None if parser_name == "none" else parser_name,
+        data=data, render=settings, batch=args.batch, device=device, parser=None if parser_name == "none" else parser_name,
         fid=not args.no_fid, lpips_net=args.lpips_net, noise_steps=_numbers("--noise-steps", args.noise_steps),
         diversity_masks=args.diversity_masks, diversity_samples=args.diversity_samples,
         axis_guidance=_numbers("--axis-guidance", args.axis_guidance, float),
         axis_steps=_numbers("--axis-steps", args.axis_steps),
         timing_samplers=tuple(s for s in args.timing_samplers.split(",") if s),
         timing_steps=_numbers("--timing-steps", args.timing_steps), timing_repeats=args.timing_repeats,
-        preserve=not args.no_preserve, progress=not args.no_progress, **({"part_sets": _part_sets(args.part_set)} if args.part_set else {}))
-    models = [load_model(m, args.device) for m in (args.model or [DEMO_MODEL])]
-    parser = load_parser(parser_name, args.device)
+        preserve=not args.no_preserve, progress=not args.no_progress,
+        **({"part_sets": _part_sets(args.part_set)} if args.part_set else {}))
+    models = [load_model(m, device, settings.torch_dtype) for m in (args.model or [DEMO_MODEL])]
+    parser = load_parser(parser_name, device)
     cache = Path(args.cache) if args.cache else cache_dir() / "evaluate"
     for path in evaluate(protocols, models, options, Path(args.out), canonical_command(args), cache, parser):
         print(f"wrote {path}")

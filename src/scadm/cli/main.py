@@ -6,27 +6,21 @@ import argparse
 import sys
 from pathlib import Path
 
-from .parse import add_parse_commands
-from .serve import add_serve_commands
-from .evaluate import add_evaluate_commands
-from .train import add_train_commands
 from ..editing import EDIT_MODES
 from ..errors import ScadmError
-
+from ..settings import INTERACTIVE, RenderSettings
+from .evaluate import add_evaluate_commands
+from .options import add_render_flags, render_settings
+from .parse import add_parse_commands
+from .serve import add_serve_commands
+from .train import add_train_commands
 
 
 def _add_render_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("rendering")
-    g.add_argument("--model", required=True, help="pipeline folder (from `scadm convert` or training)")
-    g.add_argument("--steps", type=int, default=50, help="sampler steps (default 50)")
-    g.add_argument("--guidance", type=float, default=1.2,
-                   help="classifier-free guidance g: eps_u + g(eps_c - eps_u); 1 = off (default 1.2, the paper's s)")
-    g.add_argument("--sampler", default="ddim", help="ddim | ddpm | dpm++ (default ddim)")
-    g.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 DDPM-like noise")
-    g.add_argument("--seed", type=int, default=0, help="seed of the first sample; sample i uses seed+i")
-    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
-    g.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="network precision")
-    g.add_argument("--out", default="out", help="output folder (default ./out)")
+    p.add_argument("--model", help="pipeline folder (from `scadm convert` or training; "
+                                   "default: the shipped procedural demo model)")
+    p.add_argument("--out", default="out", help="output folder (default ./out)")
+    add_render_flags(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "demo model never saw; save one labelled figure and print a summary.")
     p.add_argument("--out", default="out/demo", help="output folder (default ./out/demo)")
     p.add_argument("--model", help="a pipeline folder to use instead of the shipped demo model")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25)")
+    p.add_argument("--seed", type=int, default=INTERACTIVE.seed, help=f"(default {INTERACTIVE.seed})")
+    p.add_argument("--steps", type=int, default=INTERACTIVE.steps, help=f"DDIM steps (default {INTERACTIVE.steps})")
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("sample", help="generate faces for one or more masks (random or from a reference)",
@@ -71,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edited-mask", help="render on this (user-edited) mask instead of --mask")
     p.add_argument("--alphas", default="0,0.25,0.5,0.75,1", help="interpolation weights (interpolate)")
     p.add_argument("--num", type=int, default=1, help="samples (different seeds) per result")
-    p.add_argument("--settings", help="settings.json saved by `scadm serve`: per-part sources and weights; "
-                                      "its steps, guidance, sampler, eta, seed and dtype replace the flags")
+    p.add_argument("--settings", help="settings.json saved by `scadm serve`: per-part sources and weights, "
+                                      "steps, guidance, sampler, eta, seed and dtype (a flag given too wins)")
     p.add_argument("--preserve", nargs="?", const="default", metavar="MARGIN",
                    help="keep the target's own pixels outside the edited parts grown by MARGIN pixels "
                         "(default: image size / 16); the target is DDIM-inverted once (about 3x a plain edit)")
@@ -132,7 +126,8 @@ def main(argv=None) -> int:
 def _demo(args) -> int:
     from ..demo import DEMO_MODEL, run_demo
 
-    summary = run_demo(Path(args.out), model=args.model or DEMO_MODEL, seed=args.seed, steps=args.steps)
+    settings = INTERACTIVE.replace(seed=args.seed, steps=args.steps)
+    summary = run_demo(Path(args.out), model=args.model or DEMO_MODEL, settings=settings)
     print(summary)
     return 0
 
@@ -191,29 +186,24 @@ def _prepare(args) -> int:
     return 0 if report.train + report.test else 2
 
 
-def _load_pipeline(args):
-    import torch
-
+def _load_pipeline(args, settings: RenderSettings):
+    from ..demo import DEMO_MODEL
     from ..pipeline import SCADMPipeline
+    from ..settings import resolve_device
 
-    if args.steps < 1:
-        raise ScadmError(f"--steps must be >= 1, got {args.steps}")
     if args.num < 1:
         raise ScadmError(f"--num must be >= 1, got {args.num}")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ScadmError(f"--device {args.device}: CUDA is not available on this machine")
-    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
-    return SCADMPipeline.from_pretrained(args.model, device=args.device, dtype=dtype)
+    device = resolve_device(args.device, "--device")
+    return SCADMPipeline.from_pretrained(args.model or DEMO_MODEL, device=device, dtype=settings.torch_dtype)
 
 
-def _render(pipe, labels, code, args, num=1, preserve=None):
-    """`num` samples per code (seeds args.seed, args.seed+1, ...), as a list of rows."""
+def _render(pipe, labels, code, settings: RenderSettings, num=1, preserve=None):
+    """`num` samples per code (seeds settings.seed, settings.seed+1, ...), as a list of rows."""
     rows = []
     for i in range(num):
-        seed = args.seed + i * len(code)
-        images = pipe(labels.expand(len(code), -1, -1), code, num_inference_steps=args.steps,
-                      guidance_scale=args.guidance, sampler=args.sampler, eta=args.eta,
-                      seed=seed, progress=True, preserve=preserve)
+        seeds = [settings.seed + i * len(code) + j for j in range(len(code))]
+        images = pipe(labels.expand(len(code), -1, -1), code, settings, seed=seeds, progress=True,
+                      preserve=preserve)
         rows.append(list(images))
     return rows
 
@@ -236,7 +226,8 @@ def _sample(args) -> int:
     from ..figures import save_grid
     from ..io import mask_to_rgb, read_mask, save_image
 
-    pipe = _load_pipeline(args)
+    settings, _ = render_settings(args)
+    pipe = _load_pipeline(args, settings)
     reference = None
     if args.reference or args.reference_mask:
         reference = pipe.encode_style(*_read_face(pipe, args.reference, args.reference_mask, "--reference"))
@@ -244,47 +235,50 @@ def _sample(args) -> int:
     for mask_path in args.masks:
         labels = read_mask(mask_path, pipe.label_set, size=pipe.image_size)[None]
         code = reference if reference is not None else pipe.blank_style(labels)
-        rows = _render(pipe, labels, code, args, num=args.num)
+        rows = _render(pipe, labels, code, settings, num=args.num)
         images = [row[0] for row in rows]
         stem = Path(mask_path).stem
         for i, image in enumerate(images):
-            save_image(image, out / f"{stem}_seed{args.seed + i}.png")
+            save_image(image, out / f"{stem}_seed{settings.seed + i}.png")
         grid = out / f"{stem}_grid.png"
         save_grid([[mask_to_rgb(labels[0], pipe.label_set)] + images], grid,
-                  col_labels=["mask"] + [f"seed {args.seed + i}" for i in range(len(images))],
+                  col_labels=["mask"] + [f"seed {settings.seed + i}" for i in range(len(images))],
                   title=f"{stem}: {'reference style' if reference is not None else 'random style'}, "
-                        f"{args.sampler} {args.steps} steps, g={args.guidance:g}")
+                        f"{settings.label()}")
         print(f"{mask_path}: wrote {len(images)} samples and {grid}")
     return 0
 
 
 def _edit(args) -> int:
-    from ..editing import absent_parts, edit_codes
+    from ..editing import EditSettings, absent_parts, edit_codes, read_settings_file
     from ..figures import save_grid
     from ..io import mask_to_rgb, read_mask, save_image
 
-    settings = None
+    edit_settings, file_keys = None, ()
     if args.settings:
-        from ..serve.editor import EditSettings
-
-        settings = EditSettings.load(args.settings)
+        data = read_settings_file(args.settings)
+        edit_settings, file_keys = EditSettings.from_json(data, source=args.settings), data.keys()
         args.mode = "settings"
-        args.steps, args.guidance, args.sampler = settings.steps, settings.guidance, settings.sampler
-        args.eta, args.seed, args.dtype = settings.eta, settings.seed, settings.dtype
-    pipe = _load_pipeline(args)
+    base = edit_settings.render if edit_settings is not None else RenderSettings()
+    settings, note = render_settings(args, base, file_keys, args.settings)
+    if note:
+        print(note, file=sys.stderr)
+    pipe = _load_pipeline(args, settings)
+    if edit_settings is not None:
+        edit_settings.check(pipe.label_set, source=args.settings)
     image, labels = _read_face(pipe, args.image, args.mask, "--image")
     target = pipe.encode_style(image, labels)
     reference = ref_image = ref_labels = None
     if args.reference or args.reference_mask:
         ref_image, ref_labels = _read_face(pipe, args.reference, args.reference_mask, "--reference")
         reference = pipe.encode_style(ref_image, ref_labels)
-    parts = pipe.label_set.parse_parts(args.parts) if args.parts else None
+    parts = pipe.label_set.parse_parts(args.parts, "--parts") if args.parts else None
     try:
         alphas = [float(a) for a in args.alphas.split(",")]
     except ValueError:
         raise ScadmError(f"--alphas must be comma-separated numbers, got {args.alphas!r}") from None
-    if settings is not None:
-        code, captions = settings.style_code(target, reference, pipe.label_set), ["settings"]
+    if edit_settings is not None:
+        code, captions = edit_settings.style_code(target, reference, pipe.label_set), ["settings"]
     else:
         code, captions = edit_codes(args.mode, target, reference, parts, alphas)
     if reference is not None and parts and args.mode in ("partial", "interpolate"):
@@ -293,19 +287,19 @@ def _edit(args) -> int:
             names = ", ".join(pipe.label_set.names[p] for p in missing)
             print(f"note: the reference has no {names}; those parts get the encoder's absent-class style")
     preserve = _preserve(args, image, labels)
-    if preserve is None and settings is not None and settings.preserve:  # replay the editor's choice
+    if preserve is None and edit_settings is not None and edit_settings.preserve:  # replay the editor's choice
         from ..regions import Preserve
 
-        preserve = Preserve(image, labels, settings.margin)
+        preserve = Preserve(image, labels, edit_settings.margin)
     if args.edited_mask:
         labels = read_mask(args.edited_mask, pipe.label_set, size=pipe.image_size)[None]
 
-    rows = _render(pipe, labels, code, args, num=args.num, preserve=preserve)
+    rows = _render(pipe, labels, code, settings, num=args.num, preserve=preserve)
     out = Path(args.out)
     stem = f"{Path(args.image).stem}_{args.mode}"
     for r, row in enumerate(rows):
         for c, result in enumerate(row):
-            save_image(result, out / f"{stem}_{c}_seed{args.seed + r * len(code) + c}.png")
+            save_image(result, out / f"{stem}_{c}_seed{settings.seed + r * len(code) + c}.png")
     inputs = [image[0], mask_to_rgb(labels[0], pipe.label_set)]
     names = ["target", "mask" + (" (edited)" if args.edited_mask else "")]
     if ref_image is not None:
@@ -313,9 +307,9 @@ def _edit(args) -> int:
         names += ["reference"]
     grid = out / f"{stem}_grid.png"
     title = f"{args.mode}" + (f" of {args.parts}" if parts else "") + (" (preserved)" if preserve else "") + \
-        f" - {args.sampler} {args.steps} steps, g={args.guidance:g}, seed {args.seed}"
+        f" - {settings.label()}, seed {settings.seed}"
     save_grid([inputs] + rows, grid, col_labels=None,
-              row_labels=["inputs"] + [f"seed {args.seed + r * len(code)}" for r in range(len(rows))],
+              row_labels=["inputs"] + [f"seed {settings.seed + r * len(code)}" for r in range(len(rows))],
               title=title + " | " + ", ".join(names) + " | " + ", ".join(captions))
     print(f"wrote {len(code) * len(rows)} images and {grid}")
     return 0

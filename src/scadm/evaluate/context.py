@@ -22,29 +22,19 @@ from scadm.metrics.segmentation import SegmentationScores
 from scadm.metrics.weights import file_sha256
 from scadm.pipeline import SCADMPipeline
 from scadm.regions import Preserve
+from scadm.settings import SAMPLERS, RenderSettings
 from scadm.style import StyleCode
 
 FaceParser = Callable[[torch.Tensor], torch.Tensor]  # (N,3,H,W) in [-1,1] -> (N,H,W) label ids
 
 
-@dataclass(frozen=True)
-class RenderSettings:
-    steps: int = 50
-    guidance: float = 1.2
-    sampler: str = "ddim"
-    eta: float = 0.0
-
-    def label(self) -> str:
-        return f"{self.sampler} {self.steps} steps, g={self.guidance:g}" + (f", eta={self.eta:g}" if self.eta else "")
-
-
 @dataclass
 class Options:
-    """Every setting of `scadm evaluate`, defaults = the CLI's."""
+    """Every setting of `scadm evaluate`, defaults = the CLI's; face i is rendered with seed
+    render.seed + i."""
 
     data: DataSpec
-    render: RenderSettings = RenderSettings()
-    seed: int = 0
+    render: RenderSettings = field(default_factory=RenderSettings)
     batch: int = 8
     device: str = "cpu"
     parser: str | None = None  # "procedural" | "bisenet" | None
@@ -57,7 +47,7 @@ class Options:
     axis_steps: tuple[int, ...] = (25, 50)
     part_sets: dict[str, tuple[str, ...]] = field(default_factory=lambda: {
         "r_eye": ("r_eye",), "lips": ("u_lip", "l_lip"), "hair": ("hair",), "all": ("all",)})
-    timing_samplers: tuple[str, ...] = ("ddim", "ddpm", "dpm++")
+    timing_samplers: tuple[str, ...] = SAMPLERS
     timing_steps: tuple[int, ...] = (10, 25, 50)
     timing_repeats: int = 3
     preserve: bool = True  # partial-swap / disentanglement: also region-preserving swaps (margin: default)
@@ -92,9 +82,9 @@ def model_fingerprint(folder: Path) -> str:
     return digest.hexdigest()[:20]
 
 
-def load_model(path: str | Path, device: str = "cpu") -> Model:
+def load_model(path: str | Path, device: str = "cpu", dtype: torch.dtype | None = None) -> Model:
     path = Path(path)
-    pipe = SCADMPipeline.from_pretrained(path, device=device)
+    pipe = SCADMPipeline.from_pretrained(path, device=device, dtype=dtype)
     return Model(path.name, path, pipe, model_fingerprint(path))
 
 
@@ -176,8 +166,7 @@ class Evaluation:
                                        for it in chosen])
             labels = torch.from_numpy(np.stack([self.faces[it.face].labels for it in chosen]))
             code = StyleCode.cat([code_for(it) for it in chosen])
-            out = model.pipe(labels, code, num_inference_steps=rs.steps, guidance_scale=rs.guidance,
-                             sampler=rs.sampler, eta=rs.eta, seed=[it.seed for it in chosen])
+            out = model.pipe(labels, code, rs, seed=[it.seed for it in chosen])
             return to_uint8(out)
 
         return self.cache.images(key, [it.name for it in items], render_batch, self.options.batch,
@@ -188,21 +177,26 @@ class Evaluation:
         face = self.faces[it.face]
         image = torch.from_numpy(face.image).permute(2, 0, 1)[None].float() / 127.5 - 1
         labels = torch.from_numpy(face.labels)[None]
-        out = model.pipe(labels, code, num_inference_steps=rs.steps, guidance_scale=rs.guidance, sampler=rs.sampler,
-                         eta=rs.eta, seed=[it.seed], preserve=Preserve(image, labels, margin))
+        out = model.pipe(labels, code, rs, seed=[it.seed], preserve=Preserve(image, labels, margin))
         return to_uint8(out)
 
     def render_key(self, model: Model, job: str, settings: RenderSettings | None = None,
                    preserve: int | None = None) -> dict:
-        """Everything a render depends on (and so the cache key of it and of its metrics)."""
+        """Everything a render depends on (and so the cache key of it and of its metrics). The
+        sampling fields keep the key they had before seed and dtype joined `RenderSettings`, and
+        dtype enters only when it is not fp32, so renders cached earlier stay valid."""
+        rs = settings or self.options.render
+        render = {k: getattr(rs, k) for k in ("steps", "guidance", "sampler", "eta")}
+        if rs.dtype != RenderSettings().dtype:
+            render["dtype"] = rs.dtype
         key = {"model": model.fingerprint, "data": self.options.data.describe(), "job": job,
-               "seed": self.options.seed, "render": asdict(settings or self.options.render)}
+               "seed": rs.seed, "render": render}
         return key if preserve is None else {**key, "preserve": preserve}
 
     def face_items(self, seed_offset: int = 0) -> list[RenderItem]:
         """One item per face; face i uses seed `seed + i` in every job, so two jobs differ only
         in their style codes and a pixel difference between them is the edit's doing."""
-        return [RenderItem(f.name, i, self.options.seed + seed_offset + i) for i, f in enumerate(self.faces)]
+        return [RenderItem(f.name, i, self.options.render.seed + seed_offset + i) for i, f in enumerate(self.faces)]
 
     # ---------------------------------------------------------------- metrics
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from scadm.data.synthetic import swap_parts
-from scadm.evaluate.context import Evaluation, RenderSettings
+from scadm.evaluate.context import Evaluation
 from scadm.evaluate.data import reference_index
 from scadm.evaluate.paper import against_target, before_swap, locality, modes, partial_swaps, reconstructions
 from scadm.evaluate.report import ProtocolResult, Table, line_plot
@@ -28,7 +28,7 @@ def _diff_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def run_disentanglement(ev: Evaluation, figures: Path) -> ProtocolResult:
     o = ev.options
     base = o.render
-    axes = [RenderSettings(s, g, base.sampler, base.eta) for s in o.axis_steps for g in o.axis_guidance]
+    axes = [base.replace(steps=s, guidance=g) for s in o.axis_steps for g in o.axis_guidance]
     rows, table_rows = [], []
     for model in ev.models:
         for rs in axes:

@@ -26,7 +26,7 @@ def noise_samples(ev: Evaluation, model: Model, steps: int):
 def diversity_groups(ev: Evaluation, model: Model):
     o = ev.options
     faces = range(min(o.diversity_masks, len(ev.faces)))
-    items = [RenderItem(f"{ev.faces[i].name}-k{k}", i, o.seed + i + k * DIVERSITY_SEED_STRIDE)
+    items = [RenderItem(f"{ev.faces[i].name}-k{k}", i, o.render.seed + i + k * DIVERSITY_SEED_STRIDE)
              for i in faces for k in range(o.diversity_samples)]
     code = ev.blank_styles(model)
     images = ev.render(model, "noise-diversity", items, lambda it: code.index(it.face))

@@ -122,7 +122,7 @@ def _class_table(rows: dict[str, dict]) -> Table | None:
 
 
 def _notes(ev: Evaluation) -> str:
-    notes = [f"Rendering: {ev.options.render.label()}, seed {ev.options.seed} + face index."]
+    notes = [f"Rendering: {ev.options.render.label()}, seed {ev.options.render.seed} + face index."]
     if ev.options.fid:
         notes.append(f"FID on {len(ev.faces)} images against the {len(ev.faces)} real faces: with so few "
                      "images FID is biased upwards; compare rows of one report, not with the paper.")

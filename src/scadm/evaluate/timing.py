@@ -45,7 +45,7 @@ def seconds_per_image(ev: Evaluation, model: Model, sampler: str, steps: int, gu
 
     def call():
         model.pipe(labels, code, num_inference_steps=steps, guidance_scale=guidance, sampler=sampler,
-                   seed=ev.options.seed)
+                   seed=ev.options.render.seed)
 
     return min(timed(call, model.pipe.device) for _ in range(repeats)) / b
 

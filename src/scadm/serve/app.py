@@ -23,15 +23,15 @@ from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from scadm.demo import DEMO_MODEL  # noqa: E402
+from scadm.editing import SOURCES, EditSettings, PartChoice  # noqa: E402
 from scadm.errors import ScadmError  # noqa: E402
 from scadm.io import mask_to_rgb  # noqa: E402
 from scadm.pipeline import SCADMPipeline  # noqa: E402
-from scadm.sampling import SAMPLERS  # noqa: E402
 from scadm.serve import editor  # noqa: E402
-from scadm.serve.editor import DTYPES, SOURCES, EditSettings, Face, PartChoice  # noqa: E402
+from scadm.serve.editor import Face  # noqa: E402
+from scadm.settings import DTYPES, INTERACTIVE, SAMPLERS, RenderSettings, resolve_device  # noqa: E402
 
 log = logging.getLogger("scadm.serve")
 EXAMPLES = 8
@@ -54,16 +54,17 @@ class Models:
 
     def __init__(self, folder: str | Path, device: str):
         self.folder, self.device = str(folder), device
-        self._pipes = {"fp32": SCADMPipeline.from_pretrained(folder, device=device)}
+        self._pipes = {}
 
     def __getitem__(self, dtype: str) -> SCADMPipeline:
         if dtype not in self._pipes:
-            self._pipes[dtype] = SCADMPipeline.from_pretrained(self.folder, device=self.device, dtype=DTYPES[dtype])
+            self._pipes[dtype] = SCADMPipeline.from_pretrained(self.folder, device=self.device,
+                                                               dtype=RenderSettings(dtype=dtype).torch_dtype)
         return self._pipes[dtype]
 
     @property
     def base(self) -> SCADMPipeline:
-        return self._pipes["fp32"]
+        return self[INTERACTIVE.dtype]
 
 
 def _shows_errors(fn):
@@ -202,11 +203,12 @@ def build_app(models: Models) -> gr.Blocks:
         parts = {n: PartChoice(s, float(w)) for n, s, w in zip(_panel_order(names), sources, weights)
                  if s != "target"}
         seed = int(seed) if lock and seed is not None else random.randrange(MAX_SEED)
-        settings = EditSettings(parts, float(global_weight), int(steps), float(guidance), sampler, 0.0, seed,
-                                dtype or "fp32", bool(preserve)).check(label_set)
+        render = INTERACTIVE.replace(steps=int(steps), guidance=float(guidance), sampler=sampler, seed=seed,
+                                     dtype=dtype)
+        settings = EditSettings(parts, float(global_weight), render, preserve=bool(preserve)).check(label_set)
         labels = _painted(labels, painting)
         start = time.perf_counter()
-        result = editor.render(models[settings.dtype], target, reference, labels, settings, progress=True)
+        result = editor.render(models[render.dtype], target, reference, labels, settings, progress=True)
         seconds = time.perf_counter() - start
         folder = outdir / f"{int(time.time() * 1000)}-{seed}"
         paths = editor.write_bundle(folder, result, target, reference, labels, settings, label_set,
@@ -220,8 +222,7 @@ def build_app(models: Models) -> gr.Blocks:
         caption = f"seed {seed}: {edits}"
         history = [(result.repeat(4, 0).repeat(4, 1), caption)] + list(history or [])
         files = [str(paths["result"]), str(paths["mask"]), str(paths["settings"]), str(bundle)]
-        status = f"Rendered in {seconds:.1f} s ({settings.sampler}, {settings.steps} steps, s={settings.guidance:g}, " \
-                 f"seed {seed}): {edits}."
+        status = f"Rendered in {seconds:.1f} s ({render.label()}, seed {seed}): {edits}."
         return result.repeat(4, 0).repeat(4, 1), history, history, seed, files, status
 
     with gr.Blocks(title="scadm face editor") as demo:
@@ -271,13 +272,13 @@ def build_app(models: Models) -> gr.Blocks:
             with gr.Column(scale=2):
                 gr.Markdown("### Render")
                 global_weight = gr.Slider(0, 1, value=1, step=0.05, label="global strength", elem_id="global-weight")
-                guidance = gr.Slider(1, 5, value=1.2, step=0.1, label="guidance s", elem_id="guidance")
-                sampler = gr.Dropdown(list(SAMPLERS), value="ddim", label="sampler", elem_id="sampler")
-                steps = gr.Slider(1, 200, value=25, step=1, label="steps", elem_id="steps")
+                guidance = gr.Slider(1, 5, value=INTERACTIVE.guidance, step=0.1, label="guidance s", elem_id="guidance")
+                sampler = gr.Dropdown(list(SAMPLERS), value=INTERACTIVE.sampler, label="sampler", elem_id="sampler")
+                steps = gr.Slider(1, 200, value=INTERACTIVE.steps, step=1, label="steps", elem_id="steps")
                 with gr.Row():
-                    seed = gr.Number(0, label="seed", precision=0, minimum=0, maximum=MAX_SEED, elem_id="seed")
+                    seed = gr.Number(INTERACTIVE.seed, label="seed", precision=0, minimum=0, maximum=MAX_SEED, elem_id="seed")
                     lock = gr.Checkbox(True, label="lock seed", elem_id="lock-seed")
-                dtype = gr.Radio(list(DTYPES), value="fp32", label="precision (GPU)", visible=on_gpu, elem_id="dtype")
+                dtype = gr.Radio(list(DTYPES), value=INTERACTIVE.dtype, label="precision (GPU)", visible=on_gpu, elem_id="dtype")
                 preserve = gr.Checkbox(True, label="keep the rest of the face: pixels outside the edited parts stay "
                                        "the target's (inverts the target once, then each edit costs as usual)",
                                        elem_id="preserve")
@@ -311,10 +312,7 @@ def build_app(models: Models) -> gr.Blocks:
 
 def launch(model: str | None = None, host: str = "127.0.0.1", port: int = 7860, device: str = "auto") -> None:
     """Serve the editor until interrupted (`scadm serve`)."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ScadmError(f"--device {device}: CUDA is not available on this machine")
+    device = str(resolve_device(device, "--device"))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     demo = build_app(Models(model or DEMO_MODEL, device))
     demo.queue(default_concurrency_limit=1, max_size=64)

@@ -2,15 +2,14 @@
 
 Why a separate module: everything the page does must be reproducible from the command line
 (`scadm edit --settings FILE.json`) and testable without a browser, so the page only collects
-choices into an `EditSettings` and calls `render`. Per part, the style source is the target (keep),
-the reference (part transfer, paper §4.3) or random (the style of an all-zero image, §4.4), and a
-weight in [0, 1] mixes the target's style toward that source (interpolation, §4.2).
+choices into an `EditSettings` (`scadm.editing`, the library layer the CLI reads too) and calls
+`render`.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -19,19 +18,14 @@ import torch
 from PIL import Image
 
 from scadm.data.synthetic import render_face
+from scadm.editing import EditSettings
 from scadm.errors import InputError
 from scadm.io import read_pair, save_image, save_mask, to_uint8
 from scadm.labels import LabelSet, check_label_range, overlay
-from scadm.regions import Preserve, check_margin
-from scadm.sampling import SAMPLERS
-from scadm.style import StyleCode
+from scadm.regions import Preserve
 
-SOURCES = ("target", "reference", "random")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-SETTINGS_FORMAT = "scadm-edit-settings/1"
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_UPLOAD_SIDE = 4096
-MAX_STEPS = 1000
 #: procedural faces the demo model never saw in training (its datasets are seed 0, faces 0..29,999)
 HELD_OUT_SEED = 900_000_000
 BUNDLE_FILES = {"target": "target.png", "target_mask": "target_mask.png", "reference": "reference.png",
@@ -52,115 +46,6 @@ class Face:
         (x / 127.5 - 1 in float64, then float32), so the CLI replays the page bit for bit."""
         x = (self.image.astype(np.float64) / 127.5 - 1.0).astype(np.float32)
         return torch.from_numpy(x).permute(2, 0, 1)[None].contiguous(), torch.from_numpy(self.labels)[None]
-
-
-@dataclass
-class PartChoice:
-    source: str = "target"
-    weight: float = 1.0
-
-
-@dataclass
-class EditSettings:
-    """Everything besides the input files that decides an edited face."""
-
-    parts: dict[str, PartChoice] = field(default_factory=dict)  # class name -> choice; others: target
-    global_weight: float = 1.0
-    steps: int = 25
-    guidance: float = 1.2
-    sampler: str = "ddim"
-    eta: float = 0.0
-    seed: int = 0
-    dtype: str = "fp32"
-    preserve: bool = True  # keep the target's own pixels outside the edited parts (scadm.regions)
-    margin: int | None = None  # of the preserved region, in pixels (None: the default)
-
-    def check(self, label_set: LabelSet) -> "EditSettings":
-        for name, choice in self.parts.items():
-            label_set.index(name)
-            if choice.source not in SOURCES:
-                raise InputError(f"parts.{name}.source must be one of {', '.join(SOURCES)}, got {choice.source!r}")
-            _check_unit(f"parts.{name}.weight", choice.weight)
-        _check_unit("global_weight", self.global_weight)
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
-            raise InputError(f"steps must be an integer in 1..{MAX_STEPS}, got {self.steps!r}")
-        if self.sampler not in SAMPLERS:
-            raise InputError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
-        if self.dtype not in DTYPES:
-            raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        for name in ("guidance", "eta"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not np.isfinite(value) or value < 0:
-                raise InputError(f"{name} must be a number >= 0, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
-            raise InputError(f"seed must be an integer in 0..2^63-1, got {self.seed!r}")
-        if not isinstance(self.preserve, bool):
-            raise InputError(f"preserve must be true or false, got {self.preserve!r}")
-        if self.margin is not None:
-            check_margin(self.margin)
-        return self
-
-    def edited_parts(self) -> dict[str, tuple[str, float]]:
-        """Parts whose style moves away from the target: name -> (source, effective weight)."""
-        out = {}
-        for name, choice in self.parts.items():
-            weight = choice.weight * self.global_weight
-            if choice.source != "target" and weight > 0:
-                out[name] = (choice.source, weight)
-        return out
-
-    def style_code(self, target: StyleCode, reference: StyleCode | None, label_set: LabelSet) -> StyleCode:
-        """Part by part: (1 - w) * target + w * source on that part's row, where w = the part's
-        weight times the global weight and source is the reference's row or the random row."""
-        self.check(label_set)
-        code = target
-        for name, (source, weight) in self.edited_parts().items():
-            k = label_set.index(name)
-            if source == "reference":
-                if reference is None:
-                    raise InputError(f"parts.{name}: source 'reference' needs a reference image and mask")
-                other = reference
-            else:
-                other = target.randomize([k])
-            code = code.interpolate(other, weight, [k])
-        return code
-
-    def to_json(self) -> dict:
-        return {"format": SETTINGS_FORMAT,
-                "parts": {n: {"source": c.source, "weight": c.weight} for n, c in self.parts.items()},
-                "global_weight": self.global_weight, "steps": self.steps, "guidance": self.guidance,
-                "sampler": self.sampler, "eta": self.eta, "seed": self.seed, "dtype": self.dtype,
-                "preserve": self.preserve, "margin": self.margin}
-
-    @classmethod
-    def from_json(cls, data) -> "EditSettings":
-        if not isinstance(data, dict) or data.get("format") != SETTINGS_FORMAT:
-            raise InputError(f"settings: not a scadm settings file (expected \"format\": \"{SETTINGS_FORMAT}\")")
-        parts = data.get("parts", {})
-        if not isinstance(parts, dict) or not all(isinstance(c, dict) for c in parts.values()):
-            raise InputError("settings: 'parts' must map class names to {\"source\": ..., \"weight\": ...}")
-        try:
-            choices = {str(n): PartChoice(**c) for n, c in parts.items()}
-            options = {k: data[k] for k in ("global_weight", "steps", "guidance", "sampler", "eta", "seed", "dtype",
-                                            "margin") if k in data}
-            # files written before region-preserving edits existed were rendered without them
-            return cls(parts=choices, preserve=data.get("preserve", False), **options)
-        except TypeError as err:
-            raise InputError(f"settings: unexpected field ({err})") from None
-
-    @classmethod
-    def load(cls, path: str | Path) -> "EditSettings":
-        try:
-            return cls.from_json(json.loads(Path(path).read_text()))
-        except OSError as err:
-            raise InputError(f"{path}: cannot read ({err.strerror})") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise InputError(f"{path}: not valid JSON ({err})") from None
-
-
-def _check_unit(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise InputError(f"{name} must be a number in [0, 1], got {value!r}")
 
 
 # ------------------------------------------------------------------ faces in
@@ -268,16 +153,12 @@ def render(pipe, target: Face, reference: Face | None, labels: np.ndarray, setti
     rendered on `labels` (the target's mask, possibly repainted). `pipe` must already be in
     `settings.dtype`: casting fp32 -> bf16 -> fp32 in place would lose precision for good."""
     settings.check(pipe.label_set)
-    if pipe.dtype != DTYPES[settings.dtype]:
-        raise InputError(f"dtype: the pipeline runs in {pipe.dtype}, the settings ask for {settings.dtype}")
     target_code = pipe.encode_style(*target.tensors())
     reference_code = pipe.encode_style(*reference.tensors()) if reference is not None else None
     code = settings.style_code(target_code, reference_code, pipe.label_set)
     check_label_range(labels, pipe.label_set.num_classes, what="mask")
     preserve = Preserve(*target.tensors(), settings.margin) if settings.preserve else None
-    images = pipe(torch.from_numpy(labels)[None], code, num_inference_steps=settings.steps,
-                  guidance_scale=settings.guidance, sampler=settings.sampler, eta=settings.eta,
-                  seed=settings.seed, progress=progress, preserve=preserve)
+    images = pipe(torch.from_numpy(labels)[None], code, settings.render, progress=progress, preserve=preserve)
     return to_uint8(images[0])
 
 
