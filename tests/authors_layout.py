@@ -35,8 +35,9 @@ def ldm_vq_state(vqvae) -> dict[str, torch.Tensor]:
     return out
 
 
-def authors_checkpoint(pipe, ema_offset: float = 0.5, seed: int = 0) -> dict:
-    """A Lightning-style checkpoint of `pipe`; the EMA UNet = raw UNet + `ema_offset`."""
+def authors_checkpoint(pipe, ema_offset: float = 2 ** -10, seed: int = 0) -> dict:
+    """A Lightning-style checkpoint of `pipe`; the EMA UNet = raw UNet + `ema_offset` (the default
+    is small: +0.5 on every weight makes the tiny UNet render NaN, which `scadm` now refuses)."""
     g = torch.Generator().manual_seed(seed)
     state = {}
     unet = pipe.unet.state_dict()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from tiny_models import face, tiny_pipeline
 
-from scadm.errors import CheckpointError, InputError
+from scadm.errors import CheckpointError, InputError, RenderError
 from scadm.io import to_uint8
 from scadm.pipeline import SCADMPipeline
 from scadm.schedule import NoiseSchedule
@@ -26,6 +26,23 @@ def test_same_seed_same_image_regardless_of_batch(tiny_pipe, faces):
     torch.testing.assert_close(alone[0], batch[1], atol=1e-4, rtol=0)  # batched kernels round differently
     other = tiny_pipe(labels[None], style, num_inference_steps=4, seed=8)
     assert (other - alone).abs().max() > 1e-3
+
+
+def test_a_render_that_overflows_is_refused_not_clamped_to_a_flat_image(tiny_pipe, faces):
+    """Finite weights can still overflow (here a decoder whose weights are all 3e38; bf16 or an extreme
+    guidance in practice): clamping inf to [-1, 1] would return a flat image that looks like a result."""
+    image, labels = faces[0]
+    style = tiny_pipe.encode_style(image[None], labels[None])
+    weight = tiny_pipe.vqvae.decoder.conv_out.weight
+    saved = weight.clone()
+    try:
+        with torch.no_grad():
+            weight.fill_(3e38)
+        with pytest.raises(RenderError, match=r"NaN or infinite values in sample 0 \(seed 3\), sample 1 \(seed 4\)"):
+            tiny_pipe(labels.expand(2, -1, -1), style, num_inference_steps=2, seed=[3, 4])
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpm++"])

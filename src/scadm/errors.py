@@ -11,3 +11,11 @@ class InputError(ScadmError, ValueError):
 
 class CheckpointError(ScadmError):
     """A checkpoint that is missing, corrupt or belongs to another model."""
+
+
+class RenderError(ScadmError):
+    """A render whose result holds NaN or infinite values: refused rather than saved as black."""
+
+
+class ScadmWarning(UserWarning):
+    """Something the user should know that does not stop the command; the CLI prints it as one line."""

@@ -27,11 +27,12 @@ from diffusers import VQModel
 from PIL import Image
 
 from . import __version__
-from .errors import CheckpointError, InputError
+from .errors import CheckpointError, InputError, RenderError
 from .io import to_uint8
 from .labels import LabelSet, label_set_from_config, one_hot
 from .inversion import InversionCache, Trajectory, content_key, ddim_invert, keep_target
 from .models.autoencoder import decode, downsampling_factor, encode
+from .models.loading import load_network
 from .models.style_encoder import StyleEncoder
 from .models.unet import SCADMUNet
 from .regions import Preserve, blend, default_margin, edited_classes, edited_region, latent_keep, pixel_weight
@@ -147,12 +148,7 @@ class SCADMPipeline:
             sub = folder / name
             if not (sub / "config.json").is_file():
                 raise CheckpointError(f"{sub}: missing (config.json not found)")
-            try:
-                parts[name] = model_cls.from_pretrained(sub, local_files_only=True,
-                                                        torch_dtype=dtype or torch.float32)
-            except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
-                first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-                raise CheckpointError(f"{sub}: cannot load the {name} ({first})") from None
+            parts[name] = load_network(model_cls, sub, name, dtype or torch.float32)
         labels = index["labels"]
         try:
             schedule = NoiseSchedule(**index["schedule"])
@@ -294,8 +290,11 @@ class SCADMPipeline:
         z_0 = sample(eps_fn, x_T, self.schedule, sampler=settings.sampler, num_steps=settings.steps,
                      eta=settings.eta, generators=generators, progress=progress, on_step=on_step)
         if output_type == "latent":
+            check_rendered(z_0, seeds)
             return z_0
-        images = decode(self.vqvae, z_0.to(self.dtype)).float().clamp(-1, 1)
+        images = decode(self.vqvae, z_0.to(self.dtype)).float()
+        check_rendered(images, seeds)
+        images = images.clamp(-1, 1)
         if kept is not None:
             images = blend(images, kept[1], kept[2])
         if output_type == "pt":
@@ -379,3 +378,15 @@ class SCADMPipeline:
             return None
         trajectory = self.invert(image, target_labels, settings, progress)
         return keep_target(trajectory, keep), image.float(), pixel_weight(region, margin)
+
+
+def check_rendered(images: torch.Tensor, seeds: Sequence[int]) -> None:
+    """RenderError if any sample holds NaN/Inf (clamping would turn it into a black or flat
+    image that looks like a result). One pass over the decoded batch: negligible next to the
+    sampler's network calls."""
+    bad = [i for i, ok in enumerate(torch.isfinite(images).flatten(1).all(1).tolist()) if not ok]
+    if bad:
+        which = ", ".join(f"sample {i} (seed {seeds[i]})" for i in bad[:3]) + (" ..." if len(bad) > 3 else "")
+        raise RenderError(f"the render produced NaN or infinite values in {which}, refused rather than "
+                          "saved as a blank image; check the settings (e.g. an extreme guidance) or the "
+                          "model's weights (bf16 can overflow)")

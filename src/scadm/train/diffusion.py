@@ -41,6 +41,7 @@ from scadm.errors import CheckpointError, InputError
 from scadm.figures import save_grid
 from scadm.labels import LabelSet, one_hot
 from scadm.models.autoencoder import downsampling_factor, encode, set_scale_by_std
+from scadm.models.loading import load_network
 from scadm.pipeline import SCADMPipeline
 from scadm.schedule import NoiseSchedule
 from scadm.train.autoencoder import psnr
@@ -143,11 +144,7 @@ def load_first_stage(path: str | Path) -> VQModel:
     path = Path(path)
     for folder in (path / FIRST_STAGE, path):
         if (folder / "config.json").is_file():
-            try:
-                return VQModel.from_pretrained(folder, local_files_only=True)
-            except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
-                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-                raise CheckpointError(f"{folder}: cannot load the VQ first stage ({first})") from None
+            return load_network(VQModel, folder, "VQ first stage")
     raise InputError(f"--vq {path}: no VQ model here (expected a `scadm train-vq` run folder, a "
                      "pipeline folder with vqvae/, or a folder with a VQModel config.json)")
 
