@@ -241,22 +241,56 @@ def test_read_mask_refuses_bad_files_with_one_line(tmp_path, name, make, keyword
 # ---------------------------------------------------------------- pairs
 
 
-def test_read_pair_resizes_both_to_size(tmp_path):
+def test_read_pair_resizes_a_matching_pair_and_says_so(tmp_path):
     Image.fromarray(rgb_array(32, 32)).save(tmp_path / "i.png")
-    save_mask(label_array(64, 64), tmp_path / "m.png")
-    image, labels = read_pair(tmp_path / "i.png", tmp_path / "m.png", size=16)
+    save_mask(label_array(32, 32), tmp_path / "m.png")
+    notes = []
+    image, labels = read_pair(tmp_path / "i.png", tmp_path / "m.png", size=16, notes=notes)
     assert image.shape == (3, 16, 16) and labels.shape == (16, 16)
     assert labels.dtype == torch.int64
+    assert len(notes) == 1 and all(s in notes[0] for s in ("i.png", "m.png", "32x32", "16x16"))
+    read_pair(tmp_path / "i.png", tmp_path / "m.png", size=32, notes=notes)
+    assert len(notes) == 1  # nothing resized, nothing said
+
+
+@pytest.mark.parametrize("size", [16, None])
+def test_read_pair_refuses_a_mask_of_another_size_naming_both_files(tmp_path, size):
+    """A 64 px mask for a 32 px image has the right aspect but is almost always another
+    image's mask: resizing it silently would render garbage."""
+    Image.fromarray(rgb_array(32, 32)).save(tmp_path / "face.png")
+    save_mask(label_array(64, 64), tmp_path / "labels.png")
+    with pytest.raises(InputError) as e:
+        read_pair(tmp_path / "face.png", tmp_path / "labels.png", size=size)
+    msg = str(e.value)
+    assert "\n" not in msg and "same size" in msg
+    assert "face.png is 32x32" in msg and "labels.png is 64x64" in msg
+
+
+def test_read_pair_of_a_dataset_accepts_labels_at_another_resolution(tmp_path):
+    """CelebAMask-HQ keeps 1024 px images with 512 px labels: datasets opt in with scaled_mask."""
+    Image.fromarray(rgb_array(32, 32)).save(tmp_path / "i.png")
+    save_mask(label_array(64, 64), tmp_path / "m.png")
+    image, labels = read_pair(tmp_path / "i.png", tmp_path / "m.png", size=16, scaled_mask=True)
+    assert image.shape == (3, 16, 16) and labels.shape == (16, 16)
 
 
 def test_read_pair_refuses_mismatched_aspect_naming_both_files(tmp_path):
     Image.new("RGB", (32, 32)).save(tmp_path / "face.png")
     Image.new("L", (32, 16)).save(tmp_path / "labels.png")
     with pytest.raises(InputError) as e:
-        read_pair(tmp_path / "face.png", tmp_path / "labels.png", size=16)
+        read_pair(tmp_path / "face.png", tmp_path / "labels.png", size=16, scaled_mask=True)
     msg = str(e.value)
     assert "face.png" in msg and "labels.png" in msg and "aspect" in msg
     assert "32x32" in msg and "32x16" in msg
+
+
+def test_read_mask_says_when_it_resizes(tmp_path):
+    save_mask(label_array(64, 64), tmp_path / "m.png")
+    notes = []
+    assert read_mask(tmp_path / "m.png", size=16, notes=notes).shape == (16, 16)
+    assert notes == [f"{tmp_path / 'm.png'}: resized from 64x64 to 16x16 (nearest)"]
+    read_mask(tmp_path / "m.png", size=64, notes=notes)
+    assert len(notes) == 1
 
 
 def test_read_pair_without_size_needs_equal_sizes(tmp_path):

@@ -209,14 +209,30 @@ def _labels_from(src: _Source, label_set: LabelSet, size: int | None) -> torch.T
     return torch.from_numpy(labels)  # (H, W)
 
 
+def _resize_note(what: str, native: tuple[int, int], size: int | None, how: str) -> str | None:
+    if size is None or native == (size, size):
+        return None
+    return f"{what}: resized from {native[0]}x{native[1]} to {size}x{size} ({how})"
+
+
 def read_mask(
-    path: PathLike, label_set: LabelSet = CELEBAMASK_HQ, size: int | None = None
+    path: PathLike,
+    label_set: LabelSet = CELEBAMASK_HQ,
+    size: int | None = None,
+    notes: list[str] | None = None,
 ) -> torch.Tensor:
     """A label map as int64 (H, W) from a label PNG or a colour PNG (see the module docstring).
 
+    When it is resized, a line saying so is appended to `notes` (for the caller to show).
+
     >>> labels = read_mask("face.png", size=256)  # doctest: +SKIP
     """
-    return _labels_from(_open(path), label_set, size)
+    src = _open(path)
+    labels = _labels_from(src, label_set, size)
+    note = _resize_note(str(src.path), src.image.size, size, "nearest")
+    if note and notes is not None:
+        notes.append(note)
+    return labels
 
 
 def read_pair(
@@ -224,22 +240,33 @@ def read_pair(
     mask_path: PathLike,
     label_set: LabelSet = CELEBAMASK_HQ,
     size: int | None = 256,
+    *,
+    scaled_mask: bool = False,
+    notes: list[str] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """An image (3, S, S) and its label map (S, S), checked to belong together.
 
-    Both are resized to `size` (image bicubic, mask nearest) when their aspect ratios agree;
-    with size=None they are kept at their native resolution, which must then be equal.
+    The two files must have the same size: a mask of another size is almost always the wrong
+    file, and resizing it would hide that. `scaled_mask=True` accepts a mask at another
+    resolution of the same aspect, as datasets store them (CelebAMask-HQ: 1024 px images, 512 px
+    labels). Both are resized to `size` (image bicubic, mask nearest), and a line saying so is
+    appended to `notes` (for the caller to show); size=None keeps the native resolution.
     """
     image, mask = _open(image_path), _open(mask_path)
     (wi, hi), (wm, hm) = image.image.size, mask.image.size
     same_aspect = wi * hm == wm * hi
-    if not same_aspect or (size is None and (wi, hi) != (wm, hm)):
-        need = "have the same aspect" if not same_aspect else "be the same size (or pass size)"
+    if (wi, hi) != (wm, hm) and (not scaled_mask or not same_aspect or size is None):
+        need = ("have the same aspect" if not same_aspect else "be the same size (or pass size)") \
+            if scaled_mask else "be the same size; is this the mask of another image?"
         raise InputError(
             f"{image.path} is {wi}x{hi} but {mask.path} is {wm}x{hm}: an image and its mask must"
             f" {need}"
         )
-    return _image_from(image, size), _labels_from(mask, label_set, size)
+    pair = _image_from(image, size), _labels_from(mask, label_set, size)
+    note = _resize_note(f"{image.path} and {mask.path}", (wi, hi), size, "image bicubic, mask nearest")
+    if note and notes is not None:
+        notes.append(note)
+    return pair
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

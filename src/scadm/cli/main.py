@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from ..editing import EDIT_MODES
-from ..errors import ScadmError
+from ..errors import ScadmError, ScadmWarning
 from ..settings import INTERACTIVE, RenderSettings
 from .evaluate import add_evaluate_commands
 from .options import add_render_flags, render_settings
@@ -109,15 +110,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args) or 0
-    except ScadmError as err:
-        print(f"scadm {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        hint = "; continue with --resume auto" if args.command.startswith("train") else ""
-        print(f"scadm {args.command}: interrupted{hint}", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warnings(args.command, warnings.showwarning)
+        try:
+            return args.func(args) or 0
+        except ScadmError as err:
+            print(f"scadm {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            hint = "; continue with --resume auto" if args.command.startswith("train") else ""
+            print(f"scadm {args.command}: interrupted{hint}", file=sys.stderr)
+            return 130
+
+
+def _one_line_warnings(command: str, default):
+    """The library's own warnings (ScadmWarning) as one line like the errors; others unchanged."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, ScadmWarning):
+            print(f"scadm {command}: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+    return show
 
 
 # ---------------------------------------------------------------- commands
@@ -218,8 +231,15 @@ def _read_face(pipe, image_path, mask_path, flag):
 
         image, labels = auto_mask_face(image_path, pipe.image_size, pipe.label_set)
         return image[None], labels[None]
-    image, labels = read_pair(image_path, mask_path, pipe.label_set, size=pipe.image_size)
+    notes = []
+    image, labels = read_pair(image_path, mask_path, pipe.label_set, size=pipe.image_size, notes=notes)
+    _print_notes(notes)
     return image[None], labels[None]
+
+
+def _print_notes(notes: list[str]) -> None:
+    for note in notes:
+        print(f"note: {note}")
 
 
 def _sample(args) -> int:
@@ -233,7 +253,9 @@ def _sample(args) -> int:
         reference = pipe.encode_style(*_read_face(pipe, args.reference, args.reference_mask, "--reference"))
     out = Path(args.out)
     for mask_path in args.masks:
-        labels = read_mask(mask_path, pipe.label_set, size=pipe.image_size)[None]
+        notes = []
+        labels = read_mask(mask_path, pipe.label_set, size=pipe.image_size, notes=notes)[None]
+        _print_notes(notes)
         code = reference if reference is not None else pipe.blank_style(labels)
         rows = _render(pipe, labels, code, settings, num=args.num)
         images = [row[0] for row in rows]
@@ -292,7 +314,9 @@ def _edit(args) -> int:
 
         preserve = Preserve(image, labels, edit_settings.margin)
     if args.edited_mask:
-        labels = read_mask(args.edited_mask, pipe.label_set, size=pipe.image_size)[None]
+        notes = []
+        labels = read_mask(args.edited_mask, pipe.label_set, size=pipe.image_size, notes=notes)[None]
+        _print_notes(notes)
 
     rows = _render(pipe, labels, code, settings, num=args.num, preserve=preserve)
     out = Path(args.out)

@@ -209,7 +209,8 @@ class FaceFolder(Dataset):
         return len(self._pairs)
 
     def _read(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return read_pair(*self._pairs[j], label_set=self.label_set, size=self.size)
+        # datasets store labels at their own resolution (CelebAMask-HQ: 1024 px images, 512 px labels)
+        return read_pair(*self._pairs[j], label_set=self.label_set, size=self.size, scaled_mask=True)
 
     def __getitem__(self, i: int) -> dict:
         n = len(self)
