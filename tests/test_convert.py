@@ -1,9 +1,12 @@
+import re
+
 import pytest
 import torch
+import yaml
 
 from authors_layout import authors_checkpoint, authors_yaml, ldm_vq_state
 from scadm.convert import convert, load_checkpoint, read_authors_config, vq_from_ldm
-from scadm.errors import CheckpointError, InputError
+from scadm.errors import CheckpointError, InputError, ScadmWarning
 from scadm.models.autoencoder import vq_f4
 
 
@@ -150,3 +153,103 @@ def test_unknown_globals_are_named_in_the_error(tmp_path):
     torch.save({"state_dict": {}, "hparams": argparse.Namespace(lr=1.0)}, ckpt)
     with pytest.raises(CheckpointError, match="argparse.Namespace"):
         load_checkpoint(ckpt)
+
+
+def _one_line_error(ckpt) -> str:
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(ckpt)
+    msg = str(e.value)
+    assert msg.startswith(f"{ckpt}: ") and "\n" not in msg and "Re-running" not in msg
+    return msg
+
+
+def test_legacy_pickle_with_code_is_refused_naming_the_code(tmp_path):
+    """Pre-1.6 (non-zip) files: torch cannot list their globals up front, so the refusal used to
+    be the first line of torch's advice to load unsafely, cut mid-sentence."""
+    class Payload:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('pwned')",))
+
+    legacy = tmp_path / "legacy.ckpt"
+    torch.save({"state_dict": {}, "x": Payload()}, legacy, _use_new_zipfile_serialization=False)
+    assert re.search(r"refers to code scadm will not run \((builtins\.)?exec\)", _one_line_error(legacy))
+
+
+def test_a_legacy_checkpoint_of_plain_tensors_still_loads(tmp_path):
+    legacy = tmp_path / "legacy.ckpt"
+    torch.save({"state_dict": {"a": torch.ones(2)}}, legacy, _use_new_zipfile_serialization=False)
+    assert torch.equal(load_checkpoint(legacy)["a"], torch.ones(2))
+
+
+@pytest.mark.parametrize("name, make, says", [
+    ("cut.ckpt", lambda p, full: p.write_bytes(full[: len(full) // 2]), "truncated or corrupt"),
+    ("cut_legacy.ckpt", None, "truncated or corrupt"),
+    ("empty.ckpt", lambda p, full: p.write_bytes(b""), "is empty"),
+    ("plain.ckpt", lambda p, full: p.write_bytes(__import__("pickle").dumps({"a": 1}, protocol=4)),
+     "not a PyTorch checkpoint"),
+    ("cut.safetensors", None, "truncated or corrupt safetensors file"),
+])
+def test_damaged_checkpoints_say_what_is_wrong_in_one_line(tmp_path, name, make, says):
+    path = tmp_path / name
+    if name == "cut_legacy.ckpt":
+        torch.save({"state_dict": {"a": torch.ones(1000)}}, path, _use_new_zipfile_serialization=False)
+        path.write_bytes(path.read_bytes()[:-2000])
+    elif name == "cut.safetensors":
+        from safetensors.torch import save_file
+
+        save_file({"a": torch.ones(1000)}, path)
+        path.write_bytes(path.read_bytes()[:-100])
+    else:
+        full = tmp_path / "full.ckpt"
+        torch.save({"state_dict": {"a": torch.ones(1000)}}, full)
+        make(path, full.read_bytes())
+    assert says in _one_line_error(path)
+
+
+def test_the_authors_configs_convert_without_warnings(tiny_pipe, authors_files):
+    import warnings
+
+    config, ckpt = authors_files
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ScadmWarning)
+        convert(config, ckpt, weights="raw")
+
+
+def test_unknown_config_settings_are_named_in_a_warning(tiny_pipe, authors_files, tmp_path):
+    config, ckpt = authors_files
+    raw = yaml.safe_load(config.read_text())
+    raw["model"]["params"]["unet_config"]["params"]["use_scale_shift_norm"] = True
+    raw["model"]["params"]["first_stage_config"]["params"]["ddconfig"]["tanh_out"] = True
+    odd = tmp_path / "odd.yaml"
+    odd.write_text(yaml.safe_dump(raw))
+    with pytest.warns(ScadmWarning, match=r"odd\.yaml: unknown setting\(s\) unet_config\.use_scale_shift_norm, "
+                                          r"ddconfig\.tanh_out ignored"):
+        convert(odd, ckpt, weights="raw")
+
+
+def test_a_wrong_class_count_blames_the_config_setting(tiny_pipe, authors_files, tmp_path):
+    config, ckpt = authors_files
+    raw = yaml.safe_load(config.read_text())
+    raw["model"]["params"]["unet_config"]["params"]["num_classes"] = 20
+    raw["model"]["params"]["cond_stage_config"]["params"]["num_mask_channels"] = 20
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(yaml.safe_dump(raw))
+    with pytest.raises(InputError, match=r"wrong\.yaml: unet_config num_classes is 20 but .*last\.ckpt was "
+                                         r"trained with 19 classes .*set num_classes: 19"):
+        convert(wrong, ckpt, weights="raw")
+    raw["model"]["params"]["cond_stage_config"]["params"]["num_mask_channels"] = 19
+    wrong.write_text(yaml.safe_dump(raw))
+    with pytest.raises(InputError, match="num_classes .20. and cond_stage_config num_mask_channels .19."):
+        read_authors_config(wrong)
+
+
+def test_non_finite_weights_are_refused_only_where_they_are_used(tiny_pipe, authors_files, tmp_path):
+    config, ckpt = authors_files
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    key = next(k for k in state if k.startswith("model_ema.diffusion_model"))
+    state[key] = torch.full_like(state[key], float("nan"))
+    bad = tmp_path / "nan_ema.ckpt"
+    torch.save({"state_dict": state}, bad)
+    convert(config, bad, weights="raw")  # the EMA copy is not used
+    with pytest.raises(CheckpointError, match=r"nan_ema\.ckpt \(the UNet\): tensor .* holds NaN or infinite"):
+        convert(config, bad, weights="ema")

@@ -10,13 +10,15 @@ CompVis's vq-f4 `model.ckpt`. Nothing pickled is executed: checkpoints are read 
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import torch
 import yaml
 
-from .errors import CheckpointError, InputError
+from .errors import CheckpointError, InputError, ScadmWarning
 from .models.autoencoder import vq_f4
+from .models.loading import check_finite
 from .models.style_encoder import StyleEncoder
 from .models.unet import SCADMUNet
 from .schedule import NoiseSchedule
@@ -34,6 +36,39 @@ _TARGETS = {
     "cond_stage_config": "ldm.modules.diffusionmodules.styleenc.MultiScaleEffStyleEncoder",
     "first_stage_config": "ldm.models.autoencoder.VQModelInterface",
 }
+
+
+#: Every setting of the authors' configs (and of LDM's classes they name) that scadm knows, per
+#: section: read into the networks/schedule, or known to matter only for training or logging.
+#: Anything else is named in a warning: scadm cannot tell whether it changes the model.
+_KNOWN = {
+    "model": {"linear_start", "linear_end", "timesteps", "conditioning_key", "parameterization",
+              "beta_schedule", "scale_factor", "scale_by_std", "unet_config", "cond_stage_config",
+              "first_stage_config",
+              # training / logging only
+              "num_timesteps_cond", "log_every_t", "first_stage_key", "cond_stage_key", "image_size",
+              "channels", "monitor", "cond_stage_trainable", "probability_of_discard", "use_ema",
+              "scheduler_config", "ckpt_path", "ignore_keys", "load_only_unet", "loss_type",
+              "l_simple_weight", "original_elbo_weight", "learn_logvar", "logvar_init", "attn_loss_weight"},
+    "unet_config": {"in_channels", "out_channels", "model_channels", "channel_mult", "num_res_blocks",
+                    "attention_resolutions", "num_head_channels", "transformer_depth", "context_dim",
+                    "num_classes", "dropout", "use_mask_attn", "use_spatial_transformer",
+                    # no effect on the weights or the outputs: gradient checkpointing, fp16 training,
+                    # the latent size (any size works), heads (num_head_channels wins), legacy (same
+                    # head width when num_head_channels is set)
+                    "image_size", "use_checkpoint", "use_fp16", "num_heads", "num_heads_upsample", "legacy"},
+    "cond_stage_config": {"num_downsample", "num_upsample", "num_feat", "num_mask_channels", "output_dim"},
+    "first_stage_config": {"embed_dim", "n_embed", "ddconfig", "lossconfig", "ckpt_path", "ignore_keys",
+                           "monitor", "image_key", "colorize_nlabels", "scheduler_config", "lr_g_factor"},
+    "ddconfig": {"double_z", "z_channels", "resolution", "in_channels", "out_ch", "ch", "ch_mult",
+                 "num_res_blocks", "attn_resolutions", "dropout"},
+}
+
+
+def unknown_settings(sections: dict[str, dict]) -> list[str]:
+    """'section.key' for every setting of `sections` that scadm does not know (see _KNOWN)."""
+    return [f"{name}.{key}" for name, params in sections.items() for key in params
+            if key not in _KNOWN[name]]
 
 
 # ---------------------------------------------------------------- the authors' YAML
@@ -71,6 +106,14 @@ def read_authors_config(path: str | Path) -> dict:
         raise InputError(f"{path}: unet_config needs num_head_channels (num_heads alone is not supported)")
     if model.get("scale_by_std", False):
         raise InputError(f"{path}: scale_by_std is not supported; put the learned scale_factor in the config")
+    if unet.get("num_classes") != style.get("num_mask_channels"):
+        raise InputError(f"{path}: unet_config num_classes ({unet.get('num_classes')}) and cond_stage_config "
+                         f"num_mask_channels ({style.get('num_mask_channels')}) must be the same class count")
+    unknown = unknown_settings({"model": model, "unet_config": unet, "cond_stage_config": style,
+                                      "first_stage_config": first, "ddconfig": first.get("ddconfig") or {}})
+    if unknown:
+        warnings.warn(ScadmWarning(f"{path}: unknown setting(s) {', '.join(unknown)} ignored; scadm does "
+                                   "not implement them, check the converted model"), stacklevel=2)
 
     try:
         return _model_arguments(model, unet, style, first, path)
@@ -135,21 +178,29 @@ def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: checkpoint not found")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: is empty (0 bytes)")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         try:
             return load_file(path)
         except Exception as err:  # safetensors raises its own error types
-            raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
+            raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({err})") from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = _torch_load(path)
     except Exception as err:
         obj = _load_with_lightning_stubs(path, err)
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: holds no state_dict of tensors")
     return state
+
+
+def _torch_load(path: Path):
+    with warnings.catch_warnings():  # a pickle protocol the reader may not know: its errors say more
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 #: Training-state classes that Lightning pickles into checkpoints (e.g. PL 1.4 keys `callbacks` by the
@@ -171,14 +222,29 @@ def _load_with_lightning_stubs(path: Path, err: Exception) -> dict:
     if unsafe and all(name.startswith(STUBBABLE_MODULES) for name in unsafe):
         with torch.serialization.safe_globals([_stub(name) for name in unsafe]):
             try:
-                return torch.load(path, map_location="cpu", weights_only=True)
+                return _torch_load(path)
             except Exception as retry_err:
                 err = retry_err
+    raise _unreadable(path, err, unsafe) from None
+
+
+def _unreadable(path: Path, err: Exception, unsafe: list[str]) -> CheckpointError:
+    """One line for a checkpoint torch.load(weights_only=True) refused; torch's own messages run
+    over several lines, the first being advice to load unsafely."""
+    text = str(err)
+    named = re.search(r"GLOBAL ([\w.]+)", text)  # legacy (non-zip) files: torch names the first one
+    unsafe = unsafe or ([named[1]] if named else [])
     if unsafe:
-        raise CheckpointError(f"{path}: refers to code scadm will not run ({', '.join(unsafe[:5])}); "
-                              "re-save its state_dict with torch.save or as .safetensors") from None
-    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    raise CheckpointError(f"{path}: cannot be read as a weights-only checkpoint ({first_line[:200]})") from None
+        return CheckpointError(f"{path}: refers to code scadm will not run ({', '.join(unsafe[:5])}); "
+                               "re-save its state_dict with torch.save or as .safetensors")
+    if isinstance(err, EOFError) or re.search(r"central directory|unexpected EOF|zip archive", text):
+        return CheckpointError(f"{path}: truncated or corrupt (the file ends before the checkpoint does)")
+    operand = re.search(r"Unsupported operand \d+", text)
+    if operand:
+        return CheckpointError(f"{path}: not a PyTorch checkpoint (the weights-only reader stops at "
+                               f"{operand[0].lower()}); re-save its state_dict with torch.save or as .safetensors")
+    sentence = (text.strip().split(". ")[0].splitlines() or [type(err).__name__])[0][:200]
+    return CheckpointError(f"{path}: cannot be read as a weights-only checkpoint ({sentence})")
 
 
 def _strip(state: dict, prefix: str) -> dict[str, torch.Tensor]:
@@ -225,13 +291,39 @@ def vq_from_ldm(state: dict[str, torch.Tensor], levels: int) -> dict[str, torch.
     return out
 
 
-def _load_into(model: torch.nn.Module, state: dict, what: str, source: Path) -> None:
-    """Strict load that says exactly which tensors are missing, unexpected or mis-shaped."""
+def _class_count_in(state: dict, expected: dict, configured: int) -> int | None:
+    """The checkpoint's class count, when every mis-shaped tensor differs from the config's only
+    in dimensions of the configured class count (else None: some other setting is wrong)."""
+    found = set()
+    for k, v in expected.items():
+        if k in state and state[k].shape != v.shape:
+            if state[k].dim() != v.dim():
+                return None
+            dims = [i for i in range(v.dim()) if state[k].shape[i] != v.shape[i]]
+            if any(v.shape[i] != configured for i in dims):
+                return None
+            found.update(state[k].shape[i] for i in dims)
+    return found.pop() if len(found) == 1 else None
+
+
+def _load_into(model: torch.nn.Module, state: dict, what: str, source: Path,
+               classes: tuple[Path, str, int] | None = None) -> None:
+    """Strict load that says exactly which tensors are missing, unexpected or mis-shaped.
+
+    `classes` = (config file, setting, its value): a mismatch that is only the class count is
+    blamed on that setting of the config, not on the checkpoint. Weights holding NaN or Inf
+    are refused by name."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
               for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if shapes and classes is not None:
+        config, setting, configured = classes
+        found = _class_count_in(state, expected, configured)
+        if found is not None:
+            raise InputError(f"{config}: {setting} is {configured} but {source} was trained with {found} "
+                             f"classes ({what}); set {setting.split()[-1]}: {found}")
     if missing or unexpected or shapes:
         def head(items):
             return ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
@@ -240,6 +332,7 @@ def _load_into(model: torch.nn.Module, state: dict, what: str, source: Path) -> 
                  f"{len(shapes)} mis-shaped: {head(shapes)}" if shapes else ""]
         raise CheckpointError(f"{source}: {what} does not match the config; "
                               + "; ".join(p for p in parts if p))
+    check_finite(state.items(), f"{source} ({what})")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
 
 
@@ -278,8 +371,10 @@ def convert(config_path, ckpt_path=None, vq_ckpt_path=None, weights: str = "ema"
             if len(ema) != len(unet_state):
                 missing = sorted(set(unet_state) - set(ema))
                 raise CheckpointError(f"{ckpt_path}: EMA lacks {len(missing)} UNet tensors, e.g. {missing[:3]}")
-        _load_into(unet, unet_state, "the UNet", ckpt_path)
-        _load_into(style_encoder, _strip(state, STYLE_PREFIX), "the style encoder", ckpt_path)
+        config_path = Path(config_path)
+        _load_into(unet, unet_state, "the UNet", ckpt_path, (config_path, "unet_config num_classes", num_classes))
+        _load_into(style_encoder, _strip(state, STYLE_PREFIX), "the style encoder", ckpt_path,
+                   (config_path, "cond_stage_config num_mask_channels", num_classes))
         if vq_ckpt_path is None:
             levels = len(cfg["vqvae"]["block_out_channels"])
             _load_into(vqvae, vq_from_ldm(_strip(state, VQ_PREFIX), levels), "the first stage", ckpt_path)
