@@ -118,3 +118,21 @@ def test_prepare_again_is_a_no_op_and_resumes_an_interrupted_run(tmp_path):
 def test_prepare_names_a_missing_source_folder(tmp_path):
     with pytest.raises(InputError, match="CelebA-HQ-img: folder not found"):
         prepare(tmp_path, tmp_path / "dst", progress=False)
+
+
+def test_prepare_lists_every_skipped_entry_in_a_file(tmp_path):
+    """The summary shows the first ten of each kind; the file keeps them all, one per line."""
+    src, dst = _release(tmp_path / "src", faces=[0]), tmp_path / "dst"
+    for face in range(100, 112):  # part masks without their images
+        _write_face(src, face, image=False)
+    (src / "CelebA-HQ-img" / "0.jpg").write_bytes(b"\xff\xd8 broken")
+    report = prepare(src, dst, progress=False)
+    listed = (dst / "prepare_problems.txt").read_text().splitlines()
+    assert report.problems_file == dst / "prepare_problems.txt" and len(listed) == report.problems == 13
+    assert listed[:12] == [f"images missing for ids: {face}" for face in range(100, 112)]
+    assert "0.jpg: cannot read" in listed[12]
+    assert "111" not in report.summary() and str(dst / "prepare_problems.txt") in report.summary()
+    for face in [0, *range(100, 112)]:  # every entry repaired
+        _write_face(src, face)
+    assert prepare(src, dst, progress=False).problems == 0
+    assert not (dst / "prepare_problems.txt").exists()  # no stale list from the earlier run

@@ -48,6 +48,8 @@ TEST_START = 28000  # first test id: the last 2000 of 30000 (see the module docs
 PARTS = CELEBAMASK_HQ.names[1:]  # part file suffixes; class = position + 1
 PART_THRESHOLD = 127
 JPEG_QUALITY = 95
+PROBLEMS_FILE = "prepare_problems.txt"  # written to DST when entries are skipped
+SHOWN = 10  # problems of each kind the summary shows
 CHECK_SIZE = 64  # a copied JPEG is still fully decoded and checked; a small size keeps that cheap
 READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
@@ -64,6 +66,7 @@ class PrepareReport:
     missing_mask_dirs: list[str] = field(default_factory=list)  # mask folders images need
     missing_masks: list[int] = field(default_factory=list)  # image, folder present, no parts
     unreadable: list[str] = field(default_factory=list)  # one line per bad file, naming it
+    problems_file: Path | None = None  # every problem, one per line (the summary shows the first ones)
 
     @property
     def problems(self) -> int:
@@ -73,14 +76,31 @@ class PrepareReport:
     def summary(self) -> str:
         lines = [f"train {self.train}, test {self.test} pairs ({self.written} written,"
                  f" {self.up_to_date} already done), {self.problems} problems"]
-        for title, items in (("images missing for ids", self.missing_images),
-                             ("mask folders missing", self.missing_mask_dirs),
-                             ("no part masks for ids", self.missing_masks)):
+        for title, items in self._groups():
             if items:
-                shown = ", ".join(str(x) for x in items[:10])
-                lines.append(f"{title}: {shown}{' ...' if len(items) > 10 else ''}")
-        lines += self.unreadable
+                shown = ", ".join(str(x) for x in items[:SHOWN])
+                lines.append(f"{title}: {shown}{' ...' if len(items) > SHOWN else ''}")
+        lines += self.unreadable[:SHOWN]
+        if len(self.unreadable) > SHOWN:
+            lines.append(f"... and {len(self.unreadable) - SHOWN} more unreadable files")
+        if self.problems_file is not None:
+            lines.append(f"skipped: every problem is listed in {self.problems_file}")
         return "\n".join(lines)
+
+    def _groups(self) -> tuple[tuple[str, list], ...]:
+        return (("images missing for ids", self.missing_images),
+                ("mask folders missing", self.missing_mask_dirs),
+                ("no part masks for ids", self.missing_masks))
+
+    def write_problems(self, path: Path) -> None:
+        """Every problem, one line each (`title: item`), so none is lost to a long summary; an
+        old list from an earlier run is removed when there are none."""
+        lines = [f"{title}: {item}" for title, items in self._groups() for item in items] + self.unreadable
+        if lines:
+            _write_atomic(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+            self.problems_file = path
+        else:
+            path.unlink(missing_ok=True)
 
 
 def combine_parts(masks: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -205,8 +225,8 @@ def prepare(
 
     size=None copies the JPEGs byte for byte and keeps labels at 512; otherwise both are resized
     to size x size (image bicubic, saved at JPEG quality 95; labels nearest). Ids >= test_start go
-    to test. Bad or missing inputs are reported in the returned PrepareReport, never raised, and
-    the pair is left out. Outputs are written atomically and complete ones are skipped, so an
+    to test. Bad or missing inputs are reported in the returned PrepareReport (and listed in
+    DST/prepare_problems.txt), never raised, and the pair is left out. Outputs are written atomically and complete ones are skipped, so an
     interrupted run resumes and a repeated run does nothing. `workers` threads decode in parallel.
 
     >>> report = prepare("CelebAMask-HQ", "data/celebamask-hq")  # doctest: +SKIP
@@ -243,4 +263,5 @@ def prepare(
                 report.test += face >= test_start
                 report.train += face < test_start
             bar.set_postfix(written=report.written, problems=report.problems, refresh=False)
+    report.write_problems(dst / PROBLEMS_FILE)
     return report
