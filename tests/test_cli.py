@@ -244,3 +244,84 @@ def test_the_command_line_uses_only_the_library_layer():
                     for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
         imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         assert not [m for m in imported if m.startswith("scadm.serve")], module.name
+
+
+# ---------------------------------------------------------------- inputs that used to pass silently
+
+
+def test_a_mask_of_another_size_is_refused_naming_both_files(converted, capsys):
+    save_mask(face(seed=1, size=128)[1], converted / "mask128.png")
+    assert _edit(converted, "--mask", str(converted / "mask128.png")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "target.png is 64x64 but" in err and "mask128.png is 128x128" in err
+
+
+def test_resizing_a_matching_pair_is_said_in_one_line(converted, capsys):
+    image, labels = face(seed=1, size=128)
+    save_image(image, converted / "big.png")
+    save_mask(labels, converted / "big_mask.png")
+    assert _edit(converted, "--image", str(converted / "big.png"), "--mask", str(converted / "big_mask.png")) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "resized from 128x128 to 64x64" in notes[0] and "big_mask.png" in notes[0]
+
+
+@pytest.fixture(scope="module")
+def overflowing(converted, tiny_pipe):
+    """A model with finite weights whose renders overflow to inf (a decoder of 3e38 weights)."""
+    from scadm.pipeline import SCADMPipeline
+
+    pipe = SCADMPipeline.from_pretrained(converted / "model")
+    with torch.no_grad():
+        pipe.vqvae.decoder.conv_out.weight.fill_(3e38)
+    pipe.save_pretrained(converted / "overflowing")
+    return converted / "overflowing"
+
+
+def test_sample_refuses_a_non_finite_render_and_writes_nothing(converted, overflowing, tmp_path, capsys):
+    assert main(["sample", str(converted / "target_mask.png"), "--model", str(overflowing), "--steps", "2",
+                 "--num", "1", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "NaN or infinite values in sample 0 (seed 0)" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_writes_no_report_on_a_non_finite_render(overflowing, tmp_path, capsys):
+    assert main(["evaluate", "--protocol", "reconstruction", "--model", str(overflowing), "--num", "2",
+                 "--steps", "2", "--no-fid", "--parser", "none", "--out", str(tmp_path / "report"),
+                 "--cache", str(tmp_path / "cache"), "--no-progress"]) == 2
+    assert "NaN or infinite values" in capsys.readouterr().err
+    assert not list((tmp_path / "report").rglob("*.json"))
+
+
+def test_a_model_with_nan_weights_is_refused_by_every_command(converted, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    import shutil
+
+    shutil.copytree(converted / "model", tmp_path / "nan")
+    weights = tmp_path / "nan" / "unet" / "diffusion_pytorch_model.safetensors"
+    state = load_file(weights)
+    state["out.2.bias"] = torch.full_like(state["out.2.bias"], float("nan"))
+    save_file(state, weights)
+    for argv in (["sample", str(converted / "target_mask.png"), "--model", str(tmp_path / "nan")],
+                 ["evaluate", "--protocol", "reconstruction", "--model", str(tmp_path / "nan"), "--num", "2",
+                  "--no-fid", "--parser", "none", "--out", str(tmp_path / "report")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.endswith("tensor out.2.bias holds NaN or infinite values; the weights are corrupt or come "
+                            "from a diverged training run") and str(weights) in err
+    assert not (tmp_path / "report").exists()
+
+
+def test_convert_warns_about_unknown_settings_in_one_line(converted, tmp_path, capsys):
+    import yaml
+
+    raw = yaml.safe_load((converted / "authors.yaml").read_text())
+    raw["model"]["params"]["unet_config"]["params"]["frobnicate"] = 3
+    (tmp_path / "odd.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["convert", "--config", str(tmp_path / "odd.yaml"), "--ckpt", str(converted / "authors.ckpt"),
+                 "--out", str(tmp_path / "model")]) == 0
+    err = capsys.readouterr().err.strip()
+    assert err == (f"scadm convert: warning: {tmp_path / 'odd.yaml'}: unknown setting(s) unet_config.frobnicate "
+                   "ignored; scadm does not implement them, check the converted model")
