@@ -109,7 +109,8 @@ def test_upload_is_validated_and_resized(tmp_path, faces):
     Image.new("RGB", (32, 48)).save(tmp_path / "tall.png")
     Image.new("RGB", (editor.MAX_UPLOAD_SIDE + 1, 8)).save(tmp_path / "huge.png")
     cases = [("transparent.png", mask, "transparent"), ("grey.png", mask, "grayscale"),
-             ("corrupt.png", mask, "not an image or corrupt"), ("tall.png", mask, "same aspect"),
+             ("corrupt.png", mask, "not an image or corrupt"), ("tall.png", mask, "same size"),
+             (image, tmp_path / "big_mask.png", "is 128x128: an image and its mask must be the same size"),
              ("huge.png", mask, "4096 px limit"), (image, None, "upload both")]
     for bad_image, bad_mask, needle in cases:
         with pytest.raises(InputError, match=needle):
