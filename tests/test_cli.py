@@ -295,9 +295,9 @@ def test_evaluate_writes_no_report_on_a_non_finite_render(overflowing, tmp_path,
 
 
 def test_a_model_with_nan_weights_is_refused_by_every_command(converted, tmp_path, capsys):
-    from safetensors.torch import load_file, save_file
-
     import shutil
+
+    from safetensors.torch import load_file, save_file
 
     shutil.copytree(converted / "model", tmp_path / "nan")
     weights = tmp_path / "nan" / "unet" / "diffusion_pytorch_model.safetensors"
