@@ -36,8 +36,8 @@ def parse_photo(image: Image.Image | str | os.PathLike, size: int = BISENET_INPU
                 ) -> tuple[np.ndarray, np.ndarray]:
     """(aligned RGB uint8 (size, size, 3), int64 labels (size, size)) for the photo's main face.
 
-    A crop smaller than BiSeNet's 512 px is parsed from a 512 px crop of the same square, then
-    the labels are taken down to `size` (nearest): parsing an upsampled small crop loses detail.
+    A crop smaller than BiSeNet's 512 px is parsed from a 512 px crop of the same square, its
+    logits shrunk to `size` (FaceParser's rule): parsing an upsampled small crop loses detail.
     A path is read with scadm.io's checks (RGB only, EXIF orientation applied).
     """
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -48,11 +48,7 @@ def parse_photo(image: Image.Image | str | os.PathLike, size: int = BISENET_INPU
     aligned = np.asarray(warp_quad(photo, quad, size))
     to_parse = aligned if size >= BISENET_INPUT else np.asarray(warp_quad(photo, quad, BISENET_INPUT))
     x = torch.from_numpy(to_parse.astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1)[None]
-    labels = (parser or _default_parser())(x)[0].numpy()
-    if labels.shape[0] != size:
-        labels = np.asarray(Image.fromarray(labels.astype(np.uint8)).resize(
-            (size, size), Image.Resampling.NEAREST)).astype(np.int64)
-    return aligned, labels
+    return aligned, (parser or _default_parser())(x, size=size)[0].numpy()
 
 
 def auto_mask_face(path: str | os.PathLike, size: int, label_set: LabelSet = CELEBAMASK_HQ
