@@ -138,11 +138,11 @@ def prepare_stylegan_faces(
         if missing:
             raise InputError(f"labels: none given for face {missing[0]} at sizes {sizes} "
                              f"({len(missing)} faces without)")
-    generator = generator or msg.FaceGenerator(backend, device)
-    if parser is None and labels is None:
+    if parser is None and labels is None:  # before the generator: a missing extra fails fast
         from scadm.parsing import load_face_parser
 
-        parser = load_face_parser("bisenet", device=device)
+        parser = load_face_parser("bisenet", device=msg.checked_device(device))
+    generator = generator or msg.FaceGenerator(backend, device)
     settings = {"generator": f"{msg.DISTRIBUTION}=={msg.VERSION}", "psi": float(psi),
                 "mean_seed": msg.MEAN_SEED, "mean_samples": msg.MEAN_SAMPLES,
                 "test_every": test_every, "parser": "bisenet 79999_iter.pth at 512 px"}
