@@ -7,7 +7,7 @@ interpolation) rendered on a mask, the user's edited mask included:
     pipe = SCADMPipeline.from_pretrained("model_dir")
     target = pipe.encode_style(image, labels)                   # reconstruction
     ref = pipe.encode_style(ref_image, ref_labels)
-    settings = RenderSettings(steps=50, guidance=1.2, seed=0)   # scadm.settings: defaults, checks
+    settings = RenderSettings(seed=0)  # scadm.settings: defaults (50 DDIM steps, g = 1.2), checks
     out = pipe(labels, target.swap(ref, parts=[13]), settings)  # give the target the ref's hair
 
 A folder holds `model_index.json` (the settings below) and one diffusers model folder per network
