@@ -325,3 +325,9 @@ def test_convert_warns_about_unknown_settings_in_one_line(converted, tmp_path, c
     err = capsys.readouterr().err.strip()
     assert err == (f"scadm convert: warning: {tmp_path / 'odd.yaml'}: unknown setting(s) unet_config.frobnicate "
                    "ignored; scadm does not implement them, check the converted model")
+
+
+def test_seeds_past_the_generators_range_are_refused_before_rendering(converted, capsys, monkeypatch):
+    monkeypatch.setattr("scadm.pipeline.SCADMPipeline.__call__", lambda *a, **k: pytest.fail("rendered"))
+    assert _sample(converted, "--seed", str(2**64 - 1), "--num", "2") == 2
+    assert "--seed 18446744073709551615 with 2 images: the last image's seed: must be" in _one_line(capsys)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..editing import EDIT_MODES
 from ..errors import ScadmError, ScadmWarning
-from ..settings import INTERACTIVE, RenderSettings
+from ..settings import INTERACTIVE, RenderSettings, check_seed
 from .evaluate import add_evaluate_commands
 from .options import add_render_flags, render_settings
 from .parse import add_parse_commands
@@ -212,6 +212,8 @@ def _load_pipeline(args, settings: RenderSettings):
 
 def _render(pipe, labels, code, settings: RenderSettings, num=1, preserve=None):
     """`num` samples per code (seeds settings.seed, settings.seed+1, ...), as a list of rows."""
+    last = settings.seed + num * len(code) - 1
+    check_seed(last, f"--seed {settings.seed} with {num * len(code)} images: the last image's seed")
     rows = []
     for i in range(num):
         seeds = [settings.seed + i * len(code) + j for j in range(len(code))]
