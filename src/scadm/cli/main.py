@@ -178,6 +178,9 @@ def add_stylegan_faces_command(datasets) -> None:
                    help="openvino (CPU) or torch (any device); auto: openvino when installed")
     q.add_argument("--device", default="cpu", help="torch device for --backend torch and the parser")
     q.add_argument("--workers", type=int, default=1, help="threads that shrink and write faces (default 1)")
+    q.add_argument("--generator", metavar="DIR",
+                   help="the generator's .xml + .bin (or compact .safetensors, scripts/gpu_realistic.py "
+                        "pack) instead of the installed random-face package")
     q.set_defaults(func=_prepare_stylegan_faces)
 
 
@@ -186,7 +189,8 @@ def _prepare_stylegan_faces(args) -> int:
 
     report = prepare_stylegan_faces(args.out, args.num, args.size, psi=args.psi,
                                     batch_size=args.batch_size, test_every=args.test_every,
-                                    backend=args.backend, device=args.device, workers=args.workers)
+                                    backend=args.backend, device=args.device, workers=args.workers,
+                                    generator_dir=args.generator)
     print(report.summary())
     return 0
 

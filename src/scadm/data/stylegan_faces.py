@@ -117,12 +117,14 @@ def prepare_stylegan_faces(
     batch_size: int = DEFAULT_BATCH, test_every: int = TEST_EVERY, backend: str = "auto",
     device: str | torch.device = "cpu", progress: bool = True, generator=None, parser=None,
     labels: Mapping[int, Mapping[int, np.ndarray]] | None = None, workers: int = 1,
+    generator_dir: str | Path | None = None,
 ) -> StyleGANFacesReport:
     """Write faces 0 .. num-1 (see the module docstring); returns what was done.
 
     `labels` ({face: {size: (size, size) uint8}}), when given, are written instead of parsing:
     masks made earlier from the same seeds, e.g. on a machine the parser's weights cannot reach.
-    `workers` threads shrink and write the faces of a batch.
+    `workers` threads shrink and write the faces of a batch. `generator_dir`: the generator's
+    files (mobilestylegan.generator_files) instead of the installed package's.
     """
     out, sizes = Path(out), sorted({int(s) for s in sizes})
     for name, value, low in (("num", num, 1), ("batch-size", batch_size, 1),
@@ -142,7 +144,7 @@ def prepare_stylegan_faces(
         from scadm.parsing import load_face_parser
 
         parser = load_face_parser("bisenet", device=msg.checked_device(device))
-    generator = generator or msg.FaceGenerator(backend, device)
+    generator = generator or msg.FaceGenerator(backend, device, folder=generator_dir)
     settings = {"generator": f"{msg.DISTRIBUTION}=={msg.VERSION}", "psi": float(psi),
                 "mean_seed": msg.MEAN_SEED, "mean_samples": msg.MEAN_SAMPLES,
                 "test_every": test_every, "parser": "bisenet 79999_iter.pth at 512 px"}
