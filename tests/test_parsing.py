@@ -75,6 +75,17 @@ def test_bisenet_loads_a_checkpoint_strictly_and_drops_only_the_aux_heads(tmp_pa
         load_bisenet(broken)
 
 
+def test_bisenet_weights_that_cannot_work_are_refused_in_one_line(tmp_path):
+    path, state = _checkpoint_like(tmp_path)
+    state["ffm.conv2.weight"][0] = float("nan")
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"79999_iter\.pth: tensor ffm\.conv2\.weight holds NaN"):
+        load_bisenet(path)
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match=r"79999_iter\.pth: truncated or corrupt \(the file ends"):
+        load_bisenet(path)
+
+
 def test_remap_turns_parser_classes_into_celebamask_hq_classes():
     assert sorted(BISENET_TO_CELEBAMASK_HQ) == list(range(19))
     for p, name in enumerate(BISENET_ORDER):
@@ -202,6 +213,10 @@ def test_saved_procedural_net_round_trips_in_fp16(tmp_path):
     assert torch.allclose(net(x), loaded(x), atol=2e-2)
     with pytest.raises(InputError, match="not a procedural parser folder"):
         load_procedural_net(tmp_path / "missing")
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: truncated or corrupt safetensors file"):
+        load_procedural_net(tmp_path)
 
 
 def test_face_parser_labels_at_a_requested_size():

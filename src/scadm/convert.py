@@ -18,7 +18,7 @@ import yaml
 
 from .errors import CheckpointError, InputError, ScadmWarning
 from .models.autoencoder import vq_f4
-from .models.loading import check_finite
+from .models.loading import check_finite, unreadable_checkpoint, unreadable_safetensors
 from .models.style_encoder import StyleEncoder
 from .models.unet import SCADMUNet
 from .schedule import NoiseSchedule
@@ -186,7 +186,7 @@ def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(path)
         except Exception as err:  # safetensors raises its own error types
-            raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({err})") from None
+            raise unreadable_safetensors(path, err) from None
     try:
         obj = _torch_load(path)
     except Exception as err:
@@ -225,26 +225,7 @@ def _load_with_lightning_stubs(path: Path, err: Exception) -> dict:
                 return _torch_load(path)
             except Exception as retry_err:
                 err = retry_err
-    raise _unreadable(path, err, unsafe) from None
-
-
-def _unreadable(path: Path, err: Exception, unsafe: list[str]) -> CheckpointError:
-    """One line for a checkpoint torch.load(weights_only=True) refused; torch's own messages run
-    over several lines, the first being advice to load unsafely."""
-    text = str(err)
-    named = re.search(r"GLOBAL ([\w.]+)", text)  # legacy (non-zip) files: torch names the first one
-    unsafe = unsafe or ([named[1]] if named else [])
-    if unsafe:
-        return CheckpointError(f"{path}: refers to code scadm will not run ({', '.join(unsafe[:5])}); "
-                               "re-save its state_dict with torch.save or as .safetensors")
-    if isinstance(err, EOFError) or re.search(r"central directory|unexpected EOF|zip archive", text):
-        return CheckpointError(f"{path}: truncated or corrupt (the file ends before the checkpoint does)")
-    operand = re.search(r"Unsupported operand \d+", text)
-    if operand:
-        return CheckpointError(f"{path}: not a PyTorch checkpoint (the weights-only reader stops at "
-                               f"{operand[0].lower()}); re-save its state_dict with torch.save or as .safetensors")
-    sentence = (text.strip().split(". ")[0].splitlines() or [type(err).__name__])[0][:200]
-    return CheckpointError(f"{path}: cannot be read as a weights-only checkpoint ({sentence})")
+    raise unreadable_checkpoint(path, err, unsafe) from None
 
 
 def _strip(state: dict, prefix: str) -> dict[str, torch.Tensor]:

