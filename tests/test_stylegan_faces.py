@@ -55,6 +55,15 @@ def test_missing_or_wrong_generator_package_says_what_to_install(monkeypatch):
         msg.generator_files()
 
 
+@needs_generator
+def test_an_openvino_without_core_says_to_upgrade(monkeypatch):
+    import openvino
+
+    monkeypatch.delattr(openvino, "Core")
+    with pytest.raises(InputError, match=r"OpenVINO .* is too old: `pip install 'openvino>=2023.1'`"):
+        msg.FaceGenerator("openvino")
+
+
 def test_prepare_refuses_bad_options_before_generating(tmp_path):
     for kwargs, flag in (({"num": 0}, "--num"), ({"sizes": [4]}, "--size"), ({"psi": 0.0}, "--psi"),
                          ({"test_every": 1}, "--test-every")):

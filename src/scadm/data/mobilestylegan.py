@@ -105,6 +105,13 @@ def latents(seeds) -> np.ndarray:
                      for s in seeds]).astype(np.float32)
 
 
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "(version unknown)"
+
+
 def resolve_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise InputError(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}")
@@ -144,9 +151,12 @@ class FaceGenerator:
                              f"{'compact weights' if compact else self.device}; use --backend torch")
         self.threads = threads or torch.get_num_threads()
         if self.backend == "openvino":
-            import openvino
-
-            self._core = openvino.Core()
+            try:
+                from openvino import Core
+            except ImportError:  # openvino < 2023.1 has no top-level Core
+                raise InputError(f"OpenVINO {_version('openvino')} is too old: `pip install "
+                                 "'openvino>=2023.1'`, or use --backend torch") from None
+            self._core = Core()
             self._models = {name: self._core.read_model(files[f"{name}.xml"], files[f"{name}.bin"])
                             for name in NETWORKS}
             self._compiled: dict[tuple[str, int], object] = {}
