@@ -18,6 +18,10 @@ RECON = _image((100, 100, 100), (20, 20, 20), (50, 60, 70))
 REFERENCE = _image((0, 0, 0), (200, 120, 40), (0, 0, 0))
 
 
+# Every expected value below is a float64 ratio of small uint8 sums: exact to ~1e-16 relative, so
+# pytest.approx's default (1e-6 relative, 1e-12 absolute at 0) only absorbs that rounding.
+
+
 def test_a_perfectly_local_swap_changes_only_the_part_and_reaches_the_reference():
     result = RECON.copy()
     result[LABELS == 4] = (200, 120, 40)

@@ -23,7 +23,8 @@ def test_same_seed_same_image_regardless_of_batch(tiny_pipe, faces):
     style = tiny_pipe.encode_style(image[None], labels[None])
     alone = tiny_pipe(labels[None], style, num_inference_steps=4, seed=7)
     batch = tiny_pipe(torch.stack([labels_b, labels]), style.repeat(2), num_inference_steps=4, seed=[3, 7])
-    torch.testing.assert_close(alone[0], batch[1], atol=1e-4, rtol=0)  # batched kernels round differently
+    # batched float32 kernels round differently: images in [-1, 1], measured 9e-6 after 4 steps
+    torch.testing.assert_close(alone[0], batch[1], atol=1e-4, rtol=0)
     other = tiny_pipe(labels[None], style, num_inference_steps=4, seed=8)
     assert (other - alone).abs().max() > 1e-3
 
@@ -83,10 +84,16 @@ def test_save_and_load_round_trip(tiny_pipe, faces, tmp_path):
     tiny_pipe.save_pretrained(tmp_path / "model")
     assert (tmp_path / "model/unet/diffusion_pytorch_model.safetensors").is_file()
     loaded = SCADMPipeline.from_pretrained(tmp_path / "model")
+    for name in ("unet", "style_encoder", "vqvae"):
+        saved, back = getattr(tiny_pipe, name).state_dict(), getattr(loaded, name).state_dict()
+        assert saved.keys() == back.keys() and all(torch.equal(saved[k], back[k]) for k in saved), name
     image, labels = faces[0]
     a = tiny_pipe(labels[None], tiny_pipe.encode_style(image[None], labels[None]), num_inference_steps=3)
     b = loaded(labels[None], loaded.encode_style(image[None], labels[None]), num_inference_steps=3)
-    assert torch.equal(a, b)
+    # Same weights, but the loaded ones live at other memory alignments (views into the safetensors
+    # buffer), where oneDNN's float32 kernels may take other vector paths: images in [-1, 1] measured
+    # up to 3e-6 apart. A lost setting or tensor moves them by O(0.1).
+    torch.testing.assert_close(a, b, rtol=0, atol=5e-5)
     assert loaded.unconditional == tiny_pipe.unconditional
     assert loaded.label_set == tiny_pipe.label_set
 
@@ -113,6 +120,7 @@ def test_v_prediction_pipeline_steps_with_the_eps_its_v_implies(tiny_pipe, faces
                  guidance_scale=1.5, seed=3)
     x_T = torch.randn((1, 3, 16, 16), generator=torch.Generator().manual_seed(3))
     eps = (x_T - abar[901].sqrt() * z_star) / (1 - abar[901]).sqrt()
+    # float32 sampler over 10 steps, |z| < 1: measured 1.2e-7
     torch.testing.assert_close(z_0, abar[0].sqrt() * z_star + (1 - abar[0]).sqrt() * eps, rtol=0, atol=1e-5)
 
 
@@ -123,7 +131,7 @@ def test_bf16_runs_and_stays_close(tiny_pipe, faces, tmp_path):
     out = half(labels[None], half.encode_style(image[None], labels[None]), num_inference_steps=3)
     ref = tiny_pipe(labels[None], tiny_pipe.encode_style(image[None], labels[None]), num_inference_steps=3)
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
-    assert (out - ref).abs().mean() < 0.1
+    assert (out - ref).abs().mean() < 0.1  # bf16 has 8 bits of mantissa (~4e-3 per op): close, not equal
 
 
 def test_a_float64_pipeline_samples_in_float64_from_the_float32_seeds_noise(faces):
@@ -260,7 +268,8 @@ def test_encode_style_takes_any_mask_the_encoder_takes(tiny_pipe, faces):
     assert torch.equal(tiny_pipe.encode_style(image[None], one_hot).tokens, by_labels.tokens)
     zero = tiny_pipe.encode_style(image[None], torch.zeros(1, 19, 64, 64))  # the unconditional branch's
     assert not zero.present.any()
-    torch.testing.assert_close(zero.tokens, tiny_pipe.style_encoder(image[None], torch.zeros(1, 19, 64, 64)))
+    torch.testing.assert_close(zero.tokens, tiny_pipe.style_encoder(image[None], torch.zeros(1, 19, 64, 64)),
+                               rtol=0, atol=0)  # the same network call
     with pytest.raises(InputError, match="mask"):
         tiny_pipe.encode_style(image[None], torch.zeros(1, 18, 64, 64))
 

@@ -24,7 +24,7 @@ def test_alphas_cumprod_equals_float64_closed_form_rounded_to_float32():
     assert torch.equal(
         SCHEDULE.sqrt_one_minus_alphas_cumprod, torch.from_numpy(np.sqrt(1 - ac64).astype(np.float32))
     )
-    assert SCHEDULE.alphas_cumprod[0].item() == pytest.approx(0.9985)
+    assert SCHEDULE.alphas_cumprod[0].item() == pytest.approx(0.9985, rel=1e-7)  # 1 - beta_1, float32
     assert SCHEDULE.alphas_cumprod[-1].item() == pytest.approx(1.42e-4, rel=0.01)
 
 
@@ -35,6 +35,7 @@ def test_q_sample_is_eq3():
     t = torch.tensor([0, 500, 999])
     a = torch.from_numpy(ac64[t.numpy()]).view(-1, 1, 1, 1)
     expected = a.sqrt() * x0.double() + (1 - a).sqrt() * noise.double()
+    # float32 q_sample vs float64: |x_t| ~ 2, ~2 ulp (measured 1e-7)
     torch.testing.assert_close(SCHEDULE.q_sample(x0, t, noise).double(), expected, rtol=0, atol=1e-6)
 
 
@@ -55,6 +56,7 @@ def test_v_target_is_salimans_ho_and_converts_back_to_the_drawn_noise():
     t = torch.tensor([0, 250, 800, 999])
     a = torch.from_numpy(ac64[t.numpy()]).view(-1, 1, 1, 1)
     v = a.sqrt() * noise.double() - (1 - a).sqrt() * x0.double()
+    # float32 vs float64, |v| ~ 3: measured 1.6e-7; the round trip below adds a float32 step on |eps| ~ 3
     torch.testing.assert_close(v_schedule.target(x0, t, noise).double(), v, rtol=0, atol=1e-6)
     x_t = v_schedule.q_sample(x0, t, noise)
     torch.testing.assert_close(v_schedule.eps_from_output(x_t, t, v.float()), noise, rtol=0, atol=1e-5)

@@ -110,14 +110,16 @@ def test_samples_in_a_batch_do_not_influence_each_other(unet):
     with torch.no_grad():
         together = unet(x, t, context, soft)
         alone = torch.cat([unet(x[i:i + 1], t[i:i + 1], context[i:i + 1], soft[i:i + 1]) for i in range(2)])
-    torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
+    # float32 kernels of another batch size round differently: measured 2e-6 on |eps| ~ 1.6; a sample
+    # leaking into another moves it by O(0.1)
+    torch.testing.assert_close(together, alone, atol=2e-5, rtol=0)
 
 
 def test_scalar_timestep_broadcasts_over_batch(unet):
     x, _, context, mask = inputs()
     with torch.no_grad():
-        torch.testing.assert_close(unet(x, torch.tensor(7), context, mask),
-                                   unet(x, torch.tensor([7, 7]), context, mask))
+        torch.testing.assert_close(unet(x, torch.tensor(7), context, mask),  # the same computation
+                                   unet(x, torch.tensor([7, 7]), context, mask), rtol=0, atol=0)
 
 
 def test_face_config_has_the_authors_layout_without_label_emb():
@@ -162,7 +164,7 @@ def test_gradient_checkpointing_keeps_gradients():
             model.enable_gradient_checkpointing()
         model(x, t, context, mask).square().mean().backward()
         grads.append(model.input_blocks[1][0].in_layers[2].weight.grad)
-    torch.testing.assert_close(grads[0], grads[1])
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)  # recomputation replays the same ops
 
 
 @pytest.mark.parametrize("change, message", [
@@ -237,7 +239,7 @@ def test_spade_modulates_with_mask_resized_by_nearest():
     mask = inputs(4, 4, scale=4, batch=1)[3]
     hidden = spade.mlp_shared(mask[:, :, ::4, ::4])
     expected = F.group_norm(x, 32) * (1 + spade.mlp_gamma(hidden)) + spade.mlp_beta(hidden)
-    torch.testing.assert_close(spade(x, mask), expected)
+    torch.testing.assert_close(spade(x, mask), expected, rtol=0, atol=1e-5)  # |out| ~ 3, float32 GroupNorm
 
 
 def test_widths_that_do_not_split_into_heads_are_rejected():
@@ -249,7 +251,7 @@ def test_any_downsampling_is_the_max_over_each_block():
     mask = inputs(4, 4, scale=4, batch=2)[3]
     blocks = mask.unflatten(2, (4, 4)).unflatten(4, (4, 4))  # (B, C, 4, 4, 4, 4)
     expected = blocks.amax(dim=(3, 5))
-    torch.testing.assert_close(resize_mask(mask, (4, 4), "any"), expected)
+    assert torch.equal(resize_mask(mask, (4, 4), "any"), expected)  # a max of 0s and 1s is exact
     assert torch.equal(resize_mask(mask, (4, 4), "nearest"), mask[:, :, ::4, ::4])
 
 
