@@ -48,6 +48,11 @@ def diff_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.repeat(np.clip(d, 0, 255).astype(np.uint8)[..., None], 3, -1)
 
 
+def big(image: np.ndarray, k: int = 2) -> np.ndarray:
+    """Nearest-neighbour x k, so that 64 px faces are legible in the figures."""
+    return image.repeat(k, 0).repeat(k, 1)
+
+
 def lpips_fn():
     try:
         from scadm.metrics.lpips import load_lpips, uint8_to_unit
@@ -118,9 +123,8 @@ def swaps(pipe, faces, refs, truths, settings, margins) -> tuple[list[dict], dic
             for m in margins:
                 results[f"preserve m={m}"] = to_uint8(pipe(lab, code, settings.replace(seed=i),
                                                            preserve=Preserve(x, lab, m)))[0]
-            trajectory = pipe.invert(x, lab, settings)
-            results[f"preserve m={default} inverted inside"] = to_uint8(
-                pipe(lab, code, settings, latents=trajectory.noise, preserve=Preserve(x, lab, default)))[0]
+            results[f"preserve m={default} noise inside"] = to_uint8(
+                pipe(lab, code, settings.replace(seed=i), preserve=Preserve(x, lab, default, noise_inside=True)))[0]
             inside = np.isin(labels, parts)
             for mode, result in results.items():
                 m = default if mode == "plain" else int(mode.split("m=")[1].split()[0])
@@ -209,8 +213,8 @@ def photos(pipe, settings, figures: Path) -> dict | None:
             moved = lambda r: float((np.abs(r.astype(np.float64) - image).mean(-1) / 255)[inside].mean())  # noqa: E731
             out[target_name][name] = {"plain_outside": change(plain), "preserve_outside": change(kept),
                                       "plain_inside_change": moved(plain), "preserve_inside_change": moved(kept)}
-            grid.append([image, to_uint8(faces[ref_name][0][None])[0], plain, kept,
-                         diff_map(plain, image), diff_map(kept, image)])
+            grid.append([big(x) for x in (image, to_uint8(faces[ref_name][0][None])[0], plain, kept,
+                                          diff_map(plain, image), diff_map(kept, image))])
             labels_row.append(f"{Path(target_name).stem}: {name}")
     save_grid(grid, figures / "photos.png", row_labels=labels_row,
               col_labels=["target", "ref.", "plain", "preserved", "|plain-tgt|", "|pres.-tgt|"],
@@ -261,12 +265,13 @@ def main() -> None:
                 continue
             res = shown[(i, name)]
             plain, kept = res["plain"], res[f"preserve m={m}"]
-            grid.append([faces[i][0], refs[i][0], truths[i][name], plain, kept, diff_map(plain, faces[i][0]),
-                         diff_map(kept, faces[i][0]), diff_map(kept, truths[i][name])])
+            grid.append([big(x) for x in (faces[i][0], refs[i][0], truths[i][name], plain, kept,
+                                          diff_map(plain, faces[i][0]), diff_map(kept, faces[i][0]),
+                                          diff_map(kept, truths[i][name]))])
             row_labels.append(f"face {i}")
         save_grid(grid, figures / f"swap-{name}.png", row_labels=row_labels,
-                  col_labels=["target", "reference", "true swap", "plain", f"preserved m={m}",
-                              f"|plain-target| x{GAIN}", f"|preserved-target| x{GAIN}", f"|preserved-truth| x{GAIN}"],
+                  col_labels=["target", "ref.", "truth", "plain", "preserved", "|plain-tgt|", "|pres.-tgt|",
+                              "|pres.-truth|"],
                   title=f"{name} swap, {settings.label()}, margin {m} px; differences x{GAIN}")
     results["photos"] = photos(pipe, settings, figures)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")

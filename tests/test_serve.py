@@ -14,6 +14,7 @@ from scadm.editing import EditSettings, PartChoice
 from scadm.errors import InputError
 from scadm.io import save_image, save_mask
 from scadm.labels import CELEBAMASK_HQ
+from scadm.pipeline import SCADMPipeline
 from scadm.serve import editor
 from scadm.settings import RenderSettings
 
@@ -146,9 +147,10 @@ def test_cli_replays_the_editor_bit_for_bit(tiny_pipe, faces, tmp_path, one_thre
     labels[:6, 20:40] = HAT  # a painted hat
     settings = EditSettings({"hair": PartChoice("reference", 0.7), "skin": PartChoice("random")}, 0.9,
                             RenderSettings(steps=3, guidance=1.5, sampler="ddim", seed=11))
-    result = editor.render(tiny_pipe, target, reference, labels, settings)
     model = tmp_path / "model"
     tiny_pipe.save_pretrained(model)
+    pipe = SCADMPipeline.from_pretrained(model)  # what the page runs: the folder the CLI loads too
+    result = editor.render(pipe, target, reference, labels, settings)
     paths = editor.write_bundle(tmp_path / "bundle", result, target, reference, labels, settings, CELEBAMASK_HQ,
                                 model=str(model))
     assert "--settings settings.json" in json.loads(paths["settings"].read_text())["command"]
@@ -159,7 +161,7 @@ def test_cli_replays_the_editor_bit_for_bit(tiny_pipe, faces, tmp_path, one_thre
     assert rc == 0
     replayed = np.asarray(Image.open(tmp_path / "out" / "target_settings_0_seed11.png"))
     np.testing.assert_array_equal(replayed, result)
-    other = editor.render(tiny_pipe, target, reference, target.labels, settings)
+    other = editor.render(pipe, target, reference, target.labels, settings)
     assert not np.array_equal(other, result), "the painted mask must matter"
     assert settings.preserve  # the page's default: the target's own pixels away from the edits
     assert np.array_equal(result[40:, :8], target.image[40:, :8])

@@ -242,8 +242,9 @@ class SCADMPipeline:
         with the sampler's state (`state_dtype`); a returned dict with "latents" replaces it.
         `progress`: True for a tqdm bar, or a callback(steps_done, total).
         `preserve`: keep the target's own pixels outside the edited parts (`scadm.regions.Preserve`,
-        beyond the paper): the target is DDIM-inverted (once: `self.inversions` caches it) and the
-        sampler follows its trajectory outside the edited region plus a margin.
+        beyond the paper): the target is DDIM-inverted (once: `self.inversions` caches it), sampling
+        starts from its inverted noise (not the seed's, unless `noise_inside` or `latents`) and
+        follows its trajectory outside the edited region plus a margin.
         """
         per_sample = seed is not None and not isinstance(seed, int)
         settings = self._settings(settings, steps=num_inference_steps, guidance=guidance_scale, sampler=sampler,
@@ -284,7 +285,9 @@ class SCADMPipeline:
 
         kept = None if preserve is None else self._preserving(labels, style, preserve, settings, progress)
         if kept is not None:
-            start, keep_step = kept[0]
+            (start, keep_step), trajectory = kept[0], kept[3]
+            if latents is None and not preserve.noise_inside:
+                x_T = trajectory.noise.to(x_T.dtype).expand_as(x_T)
             x_T, user_step = start(x_T), on_step
             on_step = keep_step if user_step is None else (lambda n, t, x: user_step(n, t, keep_step(n, t, x)))
         z_0 = sample(eps_fn, x_T, self.schedule, sampler=settings.sampler, num_steps=settings.steps,
@@ -367,8 +370,8 @@ class SCADMPipeline:
         return self.inversions.get(key, compute)
 
     def _preserving(self, labels, style, preserve: Preserve, settings: RenderSettings, progress):
-        """(start, on_step) of the latent blend, the target's pixels and the edit's pixel weight; None
-        when the edit covers the whole face (a plain render, with no inversion)."""
+        """(start, on_step) of the latent blend, the target's pixels, the edit's pixel weight and the
+        trajectory; None when the edit covers the whole face (a plain render, with no inversion)."""
         image, target_labels = self._target(preserve.image, preserve.labels)
         target_style = self.encode_style(image, target_labels)
         region = edited_region(target_labels, labels.to(self.device), edited_classes(target_style, style))
@@ -377,7 +380,7 @@ class SCADMPipeline:
         if not keep.any():  # every latent cell is edited: nothing of the target to follow
             return None
         trajectory = self.invert(image, target_labels, settings, progress)
-        return keep_target(trajectory, keep), image.float(), pixel_weight(region, margin)
+        return keep_target(trajectory, keep), image.float(), pixel_weight(region, margin), trajectory
 
 
 def check_rendered(images: torch.Tensor, seeds: Sequence[int]) -> None:

@@ -108,11 +108,18 @@ def blend(edit: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> tor
 class Preserve:
     """A region-preserving edit's target: its image (1, 3, H, W) in [-1, 1] and its own mask
     (1, H, W). Outside the edited parts grown by `margin` pixels (None: `default_margin`) the
-    result is this image, pixel for pixel."""
+    result is this image, pixel for pixel.
+
+    Inside, sampling starts from the target's inverted noise too (its layout and shading, the new
+    style), unless `noise_inside`: then from the seed's noise (more variety, farther from the
+    target). reports/inversion measures both: the inverted start is closer to the true swap for
+    the hair, one eye and the lips alike; the seed's noise loses for the lips.
+    """
 
     image: torch.Tensor
     labels: torch.Tensor
     margin: int | None = None
+    noise_inside: bool = False
 
     def __post_init__(self):
         if self.margin is not None:
