@@ -23,6 +23,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,6 +64,8 @@ def generator_files(folder: str | Path | None = None, check: bool = True) -> dic
             raise InputError(f"{DISTRIBUTION} {installed} is installed, scadm needs {VERSION}; "
                              f"{INSTALL_HINT}")
         spec = importlib.util.find_spec(PACKAGE)
+        if spec is None or not spec.submodule_search_locations:
+            raise InputError(f"{DISTRIBUTION} is registered but its package is missing; {INSTALL_HINT}")
         folder = Path(next(iter(spec.submodule_search_locations))) / "data"
     files = {name: Path(folder) / name for name in SHA256}
     if all((Path(folder) / f"{net}.safetensors").is_file() for net in NETWORKS):
@@ -159,7 +162,7 @@ class FaceGenerator:
             self._core = Core()
             self._models = {name: self._core.read_model(files[f"{name}.xml"], files[f"{name}.bin"])
                             for name in NETWORKS}
-            self._compiled: dict[tuple[str, int], object] = {}
+            self._compiled: dict[tuple[str, int], Any] = {}
         else:
             from scadm.data.openvino_ir import IRNetwork
 

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import safetensors
@@ -37,7 +39,7 @@ def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",")] if text.strip() else []
 
 
-def _conv_padding(data: dict, op: str) -> tuple[int, int]:
+def _conv_padding(data: dict, op: str) -> tuple[int, ...]:
     begin, end = _ints(data["pads_begin"]), _ints(data["pads_end"])
     if begin != end or data.get("auto_pad", "explicit") != "explicit":
         raise CheckpointError(f"{op}: asymmetric or automatic padding is not supported")
@@ -143,7 +145,7 @@ def _concat(*inputs, data, op):
     return torch.cat([t.to(device) for t in inputs], dim=int(data["axis"]))
 
 
-OPS = {
+OPS: dict[str, Callable[..., Any]] = {
     "Convolution": _conv, "GroupConvolution": _group_conv,
     "GroupConvolutionBackpropData": _group_conv_transpose, "MatMul": _matmul, "PReLU": _prelu,
     "Reshape": _reshape, "Unsqueeze": _unsqueeze, "Squeeze": _squeeze, "Gather": _gather,
@@ -183,13 +185,16 @@ class IRNetwork(nn.Module):
             stored = safetensors.torch.load_file(weights_path) if compact else {}
         except (OSError, ET.ParseError, safetensors.SafetensorError) as e:
             raise CheckpointError(f"{xml_path}: cannot read the OpenVINO IR ({e})") from None
-        layers, constants = [], {}
+        layers: list[dict[str, Any]] = []
+        constants: dict[int, torch.Tensor] = {}
         for layer in root.iter("layer"):
-            data = dict(layer.find("data").attrib) if layer.find("data") is not None else {}
+            found = layer.find("data")
+            data = dict(found.attrib) if found is not None else {}
             outputs = layer.find("output")
-            entry = {"id": int(layer.get("id")), "type": layer.get("type"),
-                     "name": layer.get("name"), "data": data,
-                     "outputs": [int(p.get("id")) for p in outputs] if outputs is not None else []}
+            entry: dict[str, Any] = {
+                "id": int(layer.attrib["id"]), "type": layer.attrib["type"],
+                "name": layer.attrib.get("name", ""), "data": data,
+                "outputs": [int(p.attrib["id"]) for p in outputs] if outputs is not None else []}
             if entry["type"] == "Const" and compact:
                 if str(entry["id"]) not in stored:
                     raise CheckpointError(f"{weights_path}: no constant {entry['id']}; not made "
@@ -208,8 +213,11 @@ class IRNetwork(nn.Module):
             elif entry["type"] not in OPS and entry["type"] not in ("Parameter", "Result"):
                 raise CheckpointError(f"{xml_path}: op {entry['type']} is not supported")
             layers.append(entry)
-        edges = {(int(e.get("to-layer")), int(e.get("to-port"))):
-                 (int(e.get("from-layer")), int(e.get("from-port"))) for e in root.find("edges")}
+        links = root.find("edges")
+        if links is None:
+            raise CheckpointError(f"{xml_path}: no <edges>: not an OpenVINO IR")
+        edges = {(int(e.attrib["to-layer"]), int(e.attrib["to-port"])):
+                 (int(e.attrib["from-layer"]), int(e.attrib["from-port"])) for e in links}
         return cls(_topological(layers, edges), edges, constants)
 
     def save_constants(self, path: str | Path, dtype: torch.dtype = torch.float16) -> None:

@@ -62,7 +62,7 @@ def face_paths(out: Path, face: int, sizes: Sequence[int], test_every: int) -> l
             for kind in ("labels", "images")]
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     write(tmp)
@@ -178,7 +178,7 @@ def _write_batch(out: Path, faces: list[int], sizes: Sequence[int], psi: float, 
     # scadm.io.to_uint8's rounding, on the generator's device: a GPU sends 1 byte per value, not 4
     rgb = ((images + 1.0) / 2.0).clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
     rgb = rgb.permute(0, 2, 3, 1).cpu().numpy()  # (N, 1024, 1024, 3): the face as it is saved
-    parsed = None
+    parsed: list[np.ndarray] = []
     if known is None:
         x = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         parsed = [batch.to(torch.uint8).cpu().numpy() for batch in parser.at_sizes(x, sizes)]
@@ -188,11 +188,14 @@ def _write_batch(out: Path, faces: list[int], sizes: Sequence[int], psi: float, 
         paths = face_paths(out, faces[k], sizes, test_every)
         for j, size in enumerate(sizes):
             mask = parsed[j][k] if known is None else np.asarray(known[faces[k]][size], np.uint8)
-            image = full.resize((size, size), Image.Resampling.LANCZOS)
-            _write_atomic(paths[2 * j], lambda tmp, m=mask: Image.fromarray(m).save(tmp, format="PNG"))
-            _write_atomic(paths[2 * j + 1], lambda tmp, im=image: im.save(tmp, format="PNG"))
+            _save_png(paths[2 * j], Image.fromarray(mask))
+            _save_png(paths[2 * j + 1], full.resize((size, size), Image.Resampling.LANCZOS))
 
     list(pool.map(write, range(len(faces))))  # PIL resizes and encodes outside the GIL
+
+
+def _save_png(path: Path, image: Image.Image) -> None:
+    _write_atomic(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def face_grid(out: str | Path, size: int, faces: Sequence[int], test_every: int = TEST_EVERY
