@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from bad_uploads import png_header
 from PIL import Image
 
 from scadm.cli import main
@@ -110,14 +111,57 @@ def test_upload_is_validated_and_resized(tmp_path, faces):
     Image.fromarray(faces[0].image).convert("L").save(tmp_path / "grey.png")
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"junk" * 10)
     Image.new("RGB", (32, 48)).save(tmp_path / "tall.png")
+    Image.new("L", (32, 48)).save(tmp_path / "tall_mask.png")
     Image.new("RGB", (editor.MAX_UPLOAD_SIDE + 1, 8)).save(tmp_path / "huge.png")
     cases = [("transparent.png", mask, "transparent"), ("grey.png", mask, "grayscale"),
-             ("corrupt.png", mask, "not an image or corrupt"), ("tall.png", mask, "same size"),
+             ("corrupt.png", mask, "not an image or corrupt"), ("tall.png", tmp_path / "tall_mask.png", "square"),
+             ("tall.png", mask, "same size"),
              (image, tmp_path / "big_mask.png", "is 128x128: an image and its mask must be the same size"),
              ("huge.png", mask, "4096 px limit"), (image, None, "upload both")]
     for bad_image, bad_mask, needle in cases:
         with pytest.raises(InputError, match=needle):
             editor.load_upload(tmp_path / bad_image, bad_mask, CELEBAMASK_HQ, 64, "target")
+
+
+def test_upload_errors_name_the_file_not_its_server_path(tmp_path, faces):
+    """A gradio upload lives in a temporary folder; the page shows the user's file name only."""
+    image, mask = _write_face(faces[0], tmp_path, "t")
+    Image.fromarray(faces[0].image).convert("L").save(tmp_path / "grey photo.png")
+    (tmp_path / "bomb.png").write_bytes(png_header(100_000, 100_000))
+    Image.fromarray(faces[0].labels[::2, ::2].astype(np.uint8)).save(tmp_path / "small_mask.png")
+    cases = [(tmp_path / "grey photo.png", mask, "target image grey photo.png: is grayscale"),
+             (tmp_path / "bomb.png", mask, "target image bomb.png: too large, over the 4096 px limit"),
+             (image, tmp_path / "small_mask.png",
+              "target image t.png is 64x64 but target mask small_mask.png is 32x32: .* same size")]
+    for bad_image, bad_mask, needle in cases:
+        with pytest.raises(InputError, match=needle) as err:
+            editor.load_upload(str(bad_image), str(bad_mask), CELEBAMASK_HQ, 64, "target")
+        assert str(tmp_path) not in str(err.value)
+    Image.fromarray(np.full((8, 8), 99, np.uint8)).save(tmp_path / "bad_mask.png")
+    with pytest.raises(InputError, match="^reference mask bad_mask.png: .*99"):  # one half, on its own
+        editor.check_upload(str(tmp_path / "bad_mask.png"), "mask", CELEBAMASK_HQ, 64, "reference")
+    with pytest.raises(InputError, match="^reference image bomb.png: too large"):
+        editor.check_upload(str(tmp_path / "bomb.png"), "image", CELEBAMASK_HQ, 64, "reference")
+    editor.check_upload(str(image), "image", CELEBAMASK_HQ, 64, "target")  # a good half passes
+
+
+def test_a_reference_without_the_swapped_part_is_reported(faces):
+    target, reference = faces
+    bald = editor.Face(reference.image, np.where(reference.labels == HAIR, SKIN, reference.labels), "bald")
+    hair_swap = EditSettings({"hair": PartChoice("reference"), "skin": PartChoice("reference")})
+    assert (target.labels == HAIR).any() and (reference.labels == HAIR).any()
+    assert editor.missing_parts(hair_swap, bald, target.labels, CELEBAMASK_HQ) == ["hair"]
+    assert editor.missing_parts(hair_swap, reference, target.labels, CELEBAMASK_HQ) == []
+    hairless_target = np.where(target.labels == HAIR, SKIN, target.labels)  # nothing to swap: no warning
+    assert editor.missing_parts(hair_swap, bald, hairless_target, CELEBAMASK_HQ) == []
+    random_hair = EditSettings({"hair": PartChoice("random")})  # the random style needs no reference
+    assert editor.missing_parts(random_hair, bald, target.labels, CELEBAMASK_HQ) == []
+
+
+def test_page_messages_carry_no_server_paths():
+    app = pytest.importorskip("scadm.serve.app", reason="the serve extra (gradio) is not installed")
+    message = "/tmp/gradio/3f2a/my face.png is 64x64 but /tmp/gradio/77b/mask.png is 32x32 (see ./x.png, 1/2)"
+    assert app._without_paths(message) == "my face.png is 64x64 but mask.png is 32x32 (see ./x.png, 1/2)"
 
 
 def test_painted_strokes_become_labels_only_where_fully_opaque():

@@ -1,7 +1,8 @@
 """End to end: headless Chromium drives `scadm serve` (the shipped model) on localhost.
 
 Upload a target and its mask, render it, swap the hair to the reference's, paint a mask stroke,
-render again, and check the images and the downloaded settings. Screenshots go to the test's tmp
+render again, and check the images (pixel for pixel what was rendered) and the downloaded settings;
+refused uploads; the layout on laptop screens. Screenshots go to the test's tmp
 folder, and to $SCADM_SCREENSHOT_DIR when set (how docs/serve-*.png are made):
     SCADM_SCREENSHOT_DIR=docs .venv/bin/python -m pytest tests/test_serve_browser.py
 """
@@ -11,16 +12,19 @@ from __future__ import annotations
 import io
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from bad_uploads import png_header
 from PIL import Image
 
 pytest.importorskip("gradio", reason="the serve extra (gradio) is not installed: pip install -e '.[serve]'")
@@ -72,21 +76,32 @@ def server(tmp_path_factory):
         proc.wait(timeout=20)
 
 
+LAPTOPS = [(1280, 800), (1440, 900)]
+
+
 @pytest.fixture()
-def page(server):
+def browser(server):
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        context = browser.new_context(viewport={"width": 1500, "height": 1500})
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(server)
-        page.wait_for_selector("#legend")
-        yield page
+        yield browser
         browser.close()
 
 
-def _screenshot(page, name: str, folder: Path) -> None:
-    page.screenshot(path=folder / name, full_page=True)
+def _open(browser, server, width: int, height: int):
+    page = browser.new_context(viewport={"width": width, "height": height}).new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(server)
+    page.wait_for_selector("#legend")
+    return page
+
+
+@pytest.fixture()
+def page(browser, server):
+    return _open(browser, server, *LAPTOPS[0])
+
+
+def _screenshot(page, name: str, folder: Path, full_page: bool = True) -> None:
+    page.screenshot(path=folder / name, full_page=full_page)
     if os.environ.get("SCADM_SCREENSHOT_DIR"):
         shutil.copy(folder / name, Path(os.environ["SCADM_SCREENSHOT_DIR"]) / name)
 
@@ -97,13 +112,18 @@ def _fetch(page, url: str) -> bytes:
     return response.body()
 
 
-def _result(page, previous: str | None) -> tuple[np.ndarray, str]:
-    """Wait for a new result image; return it at the model's 64 px and its URL."""
-    page.wait_for_function("prev => { const i = document.querySelector('#result img');"
-                           " return i && i.src && i.src !== prev; }", arg=previous)
+def _png(data: bytes) -> np.ndarray:
+    image = Image.open(io.BytesIO(data))
+    assert image.format == "PNG", f"expected the exact PNG, got {image.format}"
+    return np.asarray(image.convert("RGB"))
+
+
+def _result(page) -> tuple[np.ndarray, str]:
+    """The result image's pixels (the model's 64 px, decoded as served) and URL."""
     src = page.get_attribute("#result img", "src")
-    image = Image.open(io.BytesIO(_fetch(page, src))).convert("RGB")
-    return np.asarray(image.resize((64, 64), Image.Resampling.NEAREST)).astype(np.float64), src
+    image = _png(_fetch(page, src))
+    assert image.shape == (64, 64, 3), "the page shows the result at the model's pixels (enlarged by CSS)"
+    return image.astype(np.float64), src
 
 
 def _download(page, name: str) -> bytes:
@@ -112,26 +132,58 @@ def _download(page, name: str) -> bytes:
     return _fetch(page, link.get_attribute("href"))
 
 
-def _generate(page, previous):
+def _generate(page) -> tuple[np.ndarray, str]:
+    """Press Generate and wait for the render: one more entry in the history (the result's URL
+    may stay the same: gradio names served files by their content)."""
+    before = page.locator("#history .gallery-item").count()
     page.click("#generate")
-    image, src = _result(page, previous)
+    page.wait_for_function("n => document.querySelectorAll('#history .gallery-item').length > n", arg=before)
     page.wait_for_selector("#status:has-text('Rendered')")
-    return image, src
+    return _result(page)
+
+
+def _upload(page, role: str, kind: str, path: Path) -> None:
+    """Click an upload button and pick `path` in the file chooser, as a user does."""
+    with page.expect_file_chooser() as chooser:
+        page.click(f"#{role}-{kind}")
+    chooser.value.set_files(str(path))
+
+
+def _write_pair(folder: Path, stem: str, seed: int, labels=None) -> tuple[Path, Path]:
+    face = render_face(seed, 64)
+    save_image(face.image, folder / f"{stem}.png")
+    save_mask(face.labels if labels is None else labels, folder / f"{stem}_mask.png", CELEBAMASK_HQ)
+    return folder / f"{stem}.png", folder / f"{stem}_mask.png"
+
+
+def _inside(page, selector: str, width: int, height: int) -> None:
+    box = page.locator(selector).first.bounding_box()
+    assert box is not None, f"{selector} is not shown"
+    assert box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= width \
+        and box["y"] + box["height"] <= height, f"{selector} at {box} is not inside the {width}x{height} screen"
+
+
+def _not_cut(page, selector: str) -> None:
+    """No text in `selector` is cut (an ellipsis or overflow hides part of it)."""
+    cut = page.eval_on_selector_all(selector, "els => els.filter(e => e.scrollWidth > e.clientWidth + 1"
+                                               " || e.scrollHeight > e.clientHeight + 1).map(e => e.textContent)")
+    assert not cut, f"cut text in {selector}: {cut}"
 
 
 def test_upload_swap_paint_generate(page, tmp_path):
     face = render_face(123_456, 64)
-    save_image(face.image, tmp_path / "target.png")
-    save_mask(face.labels, tmp_path / "target_mask.png", CELEBAMASK_HQ)
-    page.set_input_files("#target-image input[type=file]", str(tmp_path / "target.png"))
-    page.set_input_files("#target-mask input[type=file]", str(tmp_path / "target_mask.png"))
-    page.wait_for_selector("#status:has-text('uploaded target')")
-    _screenshot(page, "serve-editor.png", tmp_path)
+    image, mask = _write_pair(tmp_path, "target", 123_456)
+    _upload(page, "target", "image", image)
+    page.wait_for_selector("#target-files:has-text('target.png ok; upload its mask')")
+    _upload(page, "target", "mask", mask)
+    page.wait_for_selector("#target-files:has-text('target.png + target_mask.png')")
+    assert page.input_value("#target-example input") == "", "the example picker no longer names a face"
+    _screenshot(page, "serve-editor.png", tmp_path, full_page=False)
 
-    recon, src = _generate(page, None)  # every part from the target, seed locked at 0
+    recon, src = _generate(page)  # every part from the target, seed locked at 0
     page.click("#src-hair label:has-text('reference')")
-    swapped, src = _generate(page, src)
-    _screenshot(page, "serve-swap.png", tmp_path)
+    swapped, src = _generate(page)
+    _screenshot(page, "serve-swap.png", tmp_path, full_page=False)
     settings = json.loads(_download(page, "settings.json"))
     assert settings["parts"] == {"hair": {"source": "reference", "weight": 1.0}}
     assert settings["seed"] == 0
@@ -140,11 +192,27 @@ def test_upload_swap_paint_generate(page, tmp_path):
     print(f"hair swap: change inside {change[hair].mean():.1f}, outside {change[~hair].mean():.1f}")
     assert change[hair].mean() > 1.5 * change[~hair].mean(), "the hair swap should change the hair most"
 
+    # what the page shows is the exact result: its download, the history's newest entry, and the
+    # bundle's replay with `scadm edit` (same process settings as the server: one thread)
+    np.testing.assert_array_equal(_png(_download(page, "result.png")), swapped)
+    np.testing.assert_array_equal(_png(_fetch(page, page.get_attribute("#history img", "src"))), swapped)
+    bundle = tmp_path / "bundle"
+    zipfile.ZipFile(io.BytesIO(_download(page, "scadm-edit.zip"))).extractall(bundle)
+    command = shlex.split(json.loads((bundle / "settings.json").read_text())["command"])
+    assert command[0] == "scadm"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "scadm.cli", *command[1:]], cwd=bundle, env=env, check=True,
+                   capture_output=True)
+    (replayed,) = (bundle / "replay").glob("*_seed0.png")
+    np.testing.assert_array_equal(_png(replayed.read_bytes()), swapped)
+
     # paint a hat: a stroke across the top of the head, then bake it into the mask
     page.click("#paint-class input")
     page.click("ul[role=listbox] li:has-text('hat')")
     page.wait_for_timeout(1500)  # the canvas re-initialises with the new brush colour
-    box = page.locator("#painter canvas").first.bounding_box()
+    canvas = page.locator("#painter canvas").first
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
     y = box["y"] + box["height"] * 0.3
     page.mouse.move(box["x"] + box["width"] * 0.35, y)
     page.mouse.down()
@@ -152,17 +220,72 @@ def test_upload_swap_paint_generate(page, tmp_path):
     page.mouse.up()
     page.click("#apply-strokes")
     page.wait_for_selector("#legend .present:has-text('hat')")
-    painted, src = _generate(page, src)
+    painted, src = _generate(page)
     _screenshot(page, "serve-paint.png", tmp_path)
     mask = np.asarray(Image.open(io.BytesIO(_download(page, "edited_mask.png"))))
     assert (face.labels == HAT).sum() == 0 and (mask == HAT).sum() > 20, "the stroke should add hat pixels"
     assert ((mask != face.labels) == (mask == HAT)).all(), "only the stroke should change the mask"
     assert np.abs(painted - swapped).mean(-1)[mask == HAT].mean() > 5, "the new hat should show in the image"
 
-    # a malformed upload: a message in the page, and the server keeps serving
+
+def test_a_refused_upload_clears_its_face_and_generate_waits_for_a_valid_one(page, tmp_path):
+    """The page never renders from a file it said it refused, and names files, not server paths."""
+    image, mask = _write_pair(tmp_path, "face", 7)
+    _upload(page, "target", "image", image)
+    _upload(page, "target", "mask", mask)
+    page.wait_for_selector("#target-files:has-text('face.png + face_mask.png')")
+    first, _ = _generate(page)
+
+    Image.open(image).convert("L").save(tmp_path / "grey.png")
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"junk" * 10)
-    page.set_input_files("#reference-image input[type=file]", str(tmp_path / "corrupt.png"))
-    page.set_input_files("#reference-mask input[type=file]", str(tmp_path / "target_mask.png"))
-    page.wait_for_selector("text=not an image or corrupt")
-    page.click("#src-hair label:has-text('target')")
-    _generate(page, src)  # a new result (hair back to the target's): the server survived
+    (tmp_path / "huge.png").write_bytes(png_header(100_000, 100_000))
+    Image.open(mask).resize((32, 32), Image.Resampling.NEAREST).save(tmp_path / "small_mask.png")
+    refusals = [("image", "grey.png", "target image grey.png: is grayscale"),
+                ("image", "corrupt.png", "target image corrupt.png: not an image or corrupt"),
+                ("image", "huge.png", "target image huge.png: too large, over the 4096 px limit per side"),
+                ("mask", "small_mask.png", "target image face.png is 64x64 but target mask small_mask.png is 32x32")]
+    for kind, name, message in refusals:
+        if kind == "mask":  # a valid image again first, so that only the mask is wrong
+            _upload(page, "target", "image", image)
+            page.wait_for_selector("#target-files:has-text('face.png + face_mask.png')")
+        _upload(page, "target", kind, tmp_path / name)
+        page.wait_for_selector(f"#target-files:has-text('refused: {message}')")
+        page.wait_for_selector(f".toast-body:has-text('{message}')")
+        assert page.locator("#target-view img").count() == 0, f"{name}: the refused face is still shown"
+        assert "/tmp/" not in page.inner_text("body"), "a server path is shown"
+        page.click("#generate")
+        page.wait_for_selector(".toast-body:has-text('target: no valid face')")
+        assert page.locator("#history .gallery-item").count() == 1, f"{name}: rendered with a refused upload"
+        page.evaluate("() => document.querySelectorAll('.toast-close').forEach(b => b.click())")
+    _upload(page, "target", "mask", mask)  # the valid pair again: the same face, the same pixels
+    page.wait_for_selector("#target-files:has-text('face.png + face_mask.png')")
+    again, _ = _generate(page)
+    np.testing.assert_array_equal(again, first)
+
+
+@pytest.mark.parametrize("width, height", LAPTOPS)
+def test_the_page_reads_at_a_glance_on_a_laptop_screen(browser, server, tmp_path, width, height):
+    """Inputs, parts, Generate and the result fit the screen; no text is cut; no nested scrolling;
+    a swap of a part the reference lacks (a bald reference, hair) says so."""
+    page = _open(browser, server, width, height)
+    face = render_face(31, 64)
+    bald = np.where(face.labels == HAIR, 0, face.labels)
+    name = "reference_photo_with_a_long_file_name"
+    _, mask = _write_pair(tmp_path, name, 31, labels=bald)
+    _upload(page, "reference", "image", tmp_path / f"{name}.png")
+    _upload(page, "reference", "mask", mask)
+    page.wait_for_selector(f"#reference-files:has-text('{name}.png + {name}_mask.png')")
+    assert page.input_value("#reference-example input") == ""
+    for part, source in (("hair", "reference"), ("skin", "random"), ("l_eye", "reference"), ("r_eye", "reference")):
+        page.click(f"#src-{part} label:has-text('{source}')")
+    _generate(page)
+    page.wait_for_selector("#status:has-text('The reference has no hair')")
+    for selector in ("#target-view", "#reference-view", "#src-hair", "#w-hair", "#generate", "#result", "#status"):
+        _inside(page, selector, width, height)
+    caption = "seed 0: hair<-reference, skin<-random, l_eye<-reference, r_eye<-reference"
+    assert page.inner_text("#history .caption-label") == caption
+    for selector in ("#history .caption-label", ".face-line", ".part-name", "#status", "#parts label"):
+        _not_cut(page, selector)
+    assert page.eval_on_selector("#parts", "e => e.scrollHeight <= e.clientHeight + 1"), "parts scroll on their own"
+    _screenshot(page, f"serve-{width}x{height}.png", tmp_path, full_page=False)
+    _screenshot(page, f"serve-{width}x{height}-full.png", tmp_path)

@@ -8,6 +8,7 @@ choices into an `EditSettings` (`scadm.editing`, the library layer the CLI reads
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from PIL import Image
 from scadm.data.synthetic import render_face
 from scadm.editing import EditSettings
 from scadm.errors import InputError
-from scadm.io import read_pair, save_image, save_mask, to_uint8
+from scadm.io import read_image, read_mask, read_pair, save_image, save_mask, to_uint8
 from scadm.labels import LabelSet, check_label_range, overlay
 from scadm.regions import Preserve
 
@@ -63,24 +64,52 @@ def load_upload(image_path: str | Path, mask_path: str | Path, label_set: LabelS
     bicubic, mask nearest, as `scadm edit` does); returns the face and notes for the user."""
     if not image_path or not mask_path:
         raise InputError(f"{role}: upload both the image and its mask (label or colour PNG)")
-    sizes = [_check_upload(Path(p), f"{role} {what}") for p, what in ((image_path, "image"), (mask_path, "mask"))]
-    image, labels = read_pair(image_path, mask_path, label_set, size=size)
+    names = {image_path: f"{role} image {Path(image_path).name}", mask_path: f"{role} mask {Path(mask_path).name}"}
+    with _named(names):
+        (wi, hi), _ = (_check_upload(Path(p), what) for p, what in names.items())
+        image, labels = read_pair(image_path, mask_path, label_set, size=size)  # refuses pairs of two sizes
     notes = []
-    if sizes[0] != (size, size):
-        notes.append(f"{role}: resized {sizes[0][0]}x{sizes[0][1]} to the model's {size}x{size} "
-                     "(image bicubic, mask nearest)")
+    if (wi, hi) != (size, size):
+        notes.append(f"{role}: resized {wi}x{hi} to the model's {size}x{size} (image bicubic, mask nearest)")
     return Face(to_uint8(image), labels.numpy(), f"uploaded {role}"), notes
+
+
+def check_upload(path: str | Path, kind: str, label_set: LabelSet, size: int, role: str) -> None:
+    """Validate one half of a pair ("image" or "mask") on its own, so that a bad file is refused
+    the moment it is uploaded, before its other half arrives."""
+    what = f"{role} {kind} {Path(path).name}"
+    with _named({path: what}):
+        _check_upload(Path(path), what)
+        if kind == "image":
+            read_image(path, size=size)
+        else:
+            read_mask(path, label_set, size=size)
 
 
 def auto_mask_upload(image_path: str | Path, label_set: LabelSet, size: int, role: str) -> tuple[Face, list[str]]:
     """An uploaded photo without a mask: aligned and labelled by the face parser (`scadm parse`,
     the `parse` extras), for models with CelebAMask-HQ's classes."""
-    _check_upload(Path(image_path), f"{role} image")
-    from scadm.parsing.photo import auto_mask_face
+    what = f"{role} image {Path(image_path).name}"
+    with _named({image_path: what}):
+        _check_upload(Path(image_path), what)
+        from scadm.parsing.photo import auto_mask_face
 
-    image, labels = auto_mask_face(image_path, size, label_set)
+        image, labels = auto_mask_face(image_path, size, label_set)
     note = f"{role}: aligned and parsed automatically (BiSeNet, non-commercial CelebAMask-HQ weights)"
     return Face(to_uint8(image), labels.numpy(), f"uploaded {role}, automatic mask"), [note]
+
+
+@contextlib.contextmanager
+def _named(names: dict):
+    """InputErrors about an upload name it by role and file name, never by its temporary path on
+    the server (which means nothing to the user and tells a stranger the server's layout)."""
+    try:
+        yield
+    except InputError as err:
+        message = str(err)
+        for path, name in names.items():
+            message = message.replace(str(path), name).replace(str(Path(path)), name)
+        raise InputError(message) from None
 
 
 def _check_upload(path: Path, what: str) -> tuple[int, int]:
@@ -93,11 +122,25 @@ def _check_upload(path: Path, what: str) -> tuple[int, int]:
     try:
         with Image.open(path) as img:  # reads the header only
             w, h = img.size
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:  # PIL refuses headers over 2 * MAX_IMAGE_PIXELS (~179 Mpx)
+        raise InputError(f"{what}: too large, over the {MAX_UPLOAD_SIDE} px limit per side") from None
+    except (OSError, SyntaxError, ValueError):
         raise InputError(f"{what}: not an image or corrupt") from None
     if max(w, h) > MAX_UPLOAD_SIDE:
         raise InputError(f"{what}: {w}x{h} is over the {MAX_UPLOAD_SIDE} px limit per side")
     return w, h
+
+
+def missing_parts(settings: EditSettings, reference: Face | None, labels: np.ndarray,
+                  label_set: LabelSet) -> list[str]:
+    """Parts to be taken from a reference that has none of them, among those the rendered mask
+    shows: the encoder's row for an absent class is a constant (tanh of its bias), not a style, so
+    such a swap silently invents one."""
+    if reference is None:
+        return []
+    return [name for name, (source, _) in settings.edited_parts().items()
+            if source == "reference" and (labels == label_set.index(name)).any()
+            and not (reference.labels == label_set.index(name)).any()]
 
 
 # ------------------------------------------------------------------ painting
