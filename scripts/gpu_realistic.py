@@ -33,8 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "realistic-64.yaml"
 PART_BYTES = 15 * 2**20  # each file brought back is at most 16 MB
 RESERVE_S = 60  # export and packing after training
-TOY = ["--set", "data.batch_size=2", "--set", "train_vq.batch_size=2", "--set", "data.holdout_num=1",
-       "--set", "data.num_workers=0", "--set", "train.mixed_precision='no'",
+TOY = ["--set", "data.batch_size=2", "--set", "train_vq.batch_size=2", "--set", "data.num_workers=0", "--set", "train.mixed_precision='no'",
        "--set", "train_vq.mixed_precision='no'", "--set", "train.sample_every=2",
        "--set", "train_vq.sample_every=2", "--set", "train.sample_steps=2",
        "--set", "train.checkpoint_every=2", "--set", "train_vq.checkpoint_every=2",
@@ -126,6 +125,8 @@ def run(args) -> None:
     if (assets / "labels.npz").is_file():
         bundle = np.load(assets / "labels.npz")
         psi, test_every = float(bundle["psi"]), int(bundle["test_every"])
+        if f"labels_{args.size}" not in bundle:
+            raise SystemExit(f"run: labels.npz has no {args.size} px masks; pack with --size {args.size}")
         stored = bundle[f"labels_{args.size}"]
         num = min(num or len(stored), len(stored))
         labels = {i: {args.size: stored[i]} for i in range(num)}
@@ -147,8 +148,10 @@ def run(args) -> None:
     if device == "cuda":
         torch.cuda.empty_cache()
 
+    held_out = sum(1 for i in range(num) if i % test_every == 0)
     common = [str(CONFIG), "--no-progress", "--set", f"data.root={data / f'{args.size}px'}",
-              "--set", f"data.size={args.size}"] + (TOY if args.toy else [])
+              "--set", f"data.size={args.size}", "--set", f"data.holdout_num={min(8, held_out)}",
+              ] + (TOY if args.toy else [])
     left_min = (args.minutes * 60 - (time.time() - start) - RESERVE_S) / 60
     if not args.toy and left_min < 2:
         raise SystemExit(f"only {left_min:.1f} min left for training after generation")
