@@ -75,7 +75,8 @@ def diffusion_loss(unet, style_encoder, schedule: NoiseSchedule, z0: torch.Tenso
     noise = torch.randn(z0.shape, generator=generator).to(z0.device)
     drop = (torch.rand(b, generator=generator) < style_dropout).to(z0.device)
     context = style_encoder(drop_style_images(image, drop), mask)  # (B, C, L*D)
-    output = unet(schedule.q_sample(z0, t, noise), t, context, mask)
+    # the mask is one-hot: saying so skips a check that would break a compiled graph
+    output = unet(schedule.q_sample(z0, t, noise), t, context, mask, hard=True)
     target = schedule.target(z0, t, noise)  # eps (the paper's), or v
     return F.mse_loss(output.float(), target)  # mean over C,H,W and batch, as the authors average
 
