@@ -21,9 +21,9 @@ export PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 GRAPHS=,bf16+graphs
 [ "$DEVICE" = cpu ] && GRAPHS=   # CUDA graphs exist only on a GPU
 if [ "$CONFIG" = face ]; then
-  BIG=64; TRAIN=1,16; STEPS=20,50; LIMITS=(150 150 120)   # seconds per stage
-else
-  BIG=4; TRAIN=1,2; STEPS=2; LIMITS=(300 300 300)
+  BIG=64; TRAIN=1,16; STEPS=20,50; REPEATS=5; WARMUP=2; LIMITS=(200 120 150)   # seconds per stage
+else  # the dry run: every stage and variant once, quickly
+  BIG=2; TRAIN=1; STEPS=2; REPEATS=1; WARMUP=1; LIMITS=(600 600 600)
 fi
 
 { nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv 2>/dev/null || true
@@ -41,10 +41,10 @@ run() {  # stage name, time limit, arguments of benchmarks.run
 # 1. inference: UNet step at batch 1 and $BIG (FLOPs, % of the matmul rate, error vs reference),
 #    style encoder, VQ decode, whole edits with DDIM and DPM-Solver++ at batch 1; CUDA graphs
 run inference "${LIMITS[0]}" --variants reference,fp32,bf16,bf16+cl$GRAPHS --batches 1,$BIG \
-  --cases unet,style,vq,edit --samplers ddim,dpm++ --edit-steps $STEPS --edit-batches 1 --repeats 5 --warmup 2
+  --cases unet,style,vq,edit --samplers ddim,dpm++ --edit-steps $STEPS --edit-batches 1 --repeats $REPEATS --warmup $WARMUP
 # 2. training: reference vs bf16 autocast + fused AdamW, images/s
-run train "${LIMITS[1]}" --variants reference,bf16 --cases train --train-batches $TRAIN --repeats 3 --warmup 1
+run train "${LIMITS[1]}" --variants reference,bf16 --cases train --train-batches $TRAIN --repeats $REPEATS --warmup $WARMUP
 # 3. torch.compile (compilation time stays in the warm-up): UNet step and training
 run compile "${LIMITS[2]}" --variants reference,bf16,bf16+compile --batches 1,$BIG --cases unet,train \
-  --train-batches 1 --repeats 5 --warmup 2
+  --train-batches 1 --repeats $REPEATS --warmup $WARMUP
 ls -l "$OUT"

@@ -160,6 +160,7 @@ def main(argv=None) -> int:
                     r["tflops_model"] = nominal * b / r["median_s"] / 1e12 if nominal else None
             rows += found
             print_rows(found, record)
+            save(record, args.out)
     for case, key, fn in (("style encoder", "style", setups.style_encoder_case), ("VQ decode", "vq", setups.vq_decode_case)):
         if key in cases:
             for b in ints(args.batches):
@@ -167,6 +168,7 @@ def main(argv=None) -> int:
                                 args.repeats, args.warmup)
                 rows += found
                 print_rows(found, record)
+                save(record, args.out)
     if "edit" in cases:
         for sampler in args.samplers.split(","):
             for steps in ints(args.edit_steps):
@@ -176,6 +178,7 @@ def main(argv=None) -> int:
                                     device, args.repeats, args.warmup)
                     rows += found
                     print_rows(found, record)
+                    save(record, args.out)
     if "train" in cases:
         state = setups.TrainState(pipe, device)
         for b in ints(args.train_batches):
@@ -187,12 +190,18 @@ def main(argv=None) -> int:
                     r["images_per_s"] = b / r["median_s"]
             rows += found
             print_rows(found, record)
+            save(record, args.out)
 
-    with open(args.out, "w") as f:
-        json.dump(record, f, indent=1)
+    save(record, args.out)
     print(f"\n# wrote {args.out}")
     print_rows(rows, record, header=True)
     return 0
+
+
+def save(record: dict, path: str) -> None:
+    """After every case, so that a run stopped by a time limit keeps what it measured."""
+    with open(path, "w") as f:
+        json.dump(record, f, indent=1)
 
 
 def print_rows(rows, record, header=False):

@@ -186,8 +186,8 @@ class TrainState:
 
     def __init__(self, pipe: SCADMPipeline, device):
         # the float32 pipeline's own networks (inference cases are done by then): no third copy
-        self.unet = pipe.unet.to(device, torch.float32).train().requires_grad_(True)
-        self.style = pipe.style_encoder.to(device, torch.float32).train().requires_grad_(True)
+        self.unet = pipe.unet.train().requires_grad_(True)  # float32, on the device already
+        self.style = pipe.style_encoder.train().requires_grad_(True)
         self.vqvae, self.schedule, self.device = pipe.vqvae, pipe.schedule, device
         self.image_size = pipe.image_size
         self.optimizer = torch.optim.AdamW([*self.unet.parameters(), *self.style.parameters()], lr=1e-6)
