@@ -61,7 +61,7 @@ def test_loss_regresses_the_schedules_target(tiny, prediction_type):
     config, _, style_encoder, vqvae, image, mask = tiny
     schedule = NoiseSchedule(prediction_type=prediction_type)
     z0 = encode(vqvae, image).detach()
-    loss = diffusion_loss(lambda x, *_: torch.zeros_like(x), style_encoder, schedule, z0, image, mask,
+    loss = diffusion_loss(lambda x, *_, **__: torch.zeros_like(x), style_encoder, schedule, z0, image, mask,
                           torch.Generator().manual_seed(5), style_dropout=0.5)
     g = torch.Generator().manual_seed(5)  # replay: t, then the noise
     t = torch.randint(0, 1000, (4,), generator=g)
