@@ -65,7 +65,7 @@ def edit_codes(
     if mode == "random":
         return target.randomize(range(target.tokens.shape[1])), ["random"]
     codes = [target.interpolate(reference, a, parts) for a in alphas]
-    return StyleCode.cat(codes), [f"alpha={a:g}" for a in alphas]
+    return type(target).cat(codes), [f"alpha={a:g}" for a in alphas]
 
 
 def absent_parts(code: StyleCode, parts: Sequence[int]) -> list[int]:
