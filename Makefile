@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test setup
+.PHONY: demo test setup lint
 demo: $(STAMP)
 	$(VENV)/bin/scadm demo --out out/demo
 
@@ -11,6 +11,13 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest
 
 setup: $(STAMP)
+
+# ruff (lint and format check) on src and tests, mypy on src (configured in pyproject.toml).
+lint: $(STAMP)
+	$(VENV)/bin/pip install --quiet -e ".[lint]"
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/mypy
 
 # torch is pinned to the CPU build first so that no CUDA build is pulled in by a dependency.
 $(STAMP): pyproject.toml
