@@ -156,8 +156,7 @@ def _convert(args) -> int:
 
 
 def add_stylegan_faces_command(datasets) -> None:
-    from ..data.mobilestylegan import BACKENDS, LICENCE
-    from ..data.stylegan_faces import DEFAULT_BATCH, DEFAULT_PSI, TEST_EVERY
+    from ..data.stylegan_options import BACKENDS, DEFAULT_BATCH, DEFAULT_PSI, LICENCE, TEST_EVERY
 
     q = datasets.add_parser(
         "stylegan-faces", help="generate photo-realistic faces + BiSeNet masks from seeds (non-commercial)",

@@ -28,14 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from scadm.data.stylegan_options import BACKENDS, LICENCE  # noqa: F401 (this module's API)
 from scadm.errors import InputError
 
 PACKAGE, DISTRIBUTION, VERSION = "random_face", "random-face", "2021.7.21.1"
 INSTALL_HINT = (f"install the face generator: `pip install --no-deps {DISTRIBUTION}=={VERSION} "
                 "openvino` (or `make stylegan-extras` in a scadm checkout)")
-LICENCE = ("MobileStyleGAN derives from NVIDIA's StyleGAN2-FFHQ (NVIDIA Source Code License-NC) "
-           "trained on FFHQ (CC BY-NC-SA 4.0): the generator, its images and anything trained on "
-           "them are for non-commercial research only")
 SHA256 = {
     "MappingNetwork.xml": "73e2096cad6e696e4af47df2477e048ab4c42c0e0dec83c7c66604822689e55b",
     "MappingNetwork.bin": "212dd716bdb556e18db603ea97300d4fa3c872b878c726b2402fea80820e7305",
@@ -46,7 +44,6 @@ STYLE_DIM = 512
 IMAGE_SIZE = 1024
 MEAN_SAMPLES = 4096  # as random-face's own config averages
 MEAN_SEED = 2**32 - 1  # a seed no face of a dataset of < 4 billion faces uses
-BACKENDS = ("auto", "openvino", "torch")
 
 
 NETWORKS = ("MappingNetwork", "SynthesisNetwork")

@@ -32,11 +32,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from scadm.data import mobilestylegan as msg
+from scadm.data.stylegan_options import DEFAULT_BATCH, DEFAULT_PSI, TEST_EVERY
 from scadm.errors import InputError
 
-DEFAULT_PSI = 0.8
-TEST_EVERY = 20  # 5 % held out
-DEFAULT_BATCH = 4
 SETTINGS_KEYS = ("generator", "psi", "mean_seed", "mean_samples", "test_every", "parser")
 
 

@@ -5,7 +5,16 @@
 >>> aligned, labels = parse_photo("me.jpg")   # doctest: +SKIP
 """
 
-from scadm.parsing.parser import PARSERS, FaceParser, load_face_parser
-from scadm.parsing.photo import auto_mask_face, parse_photo
+import importlib
 
-__all__ = ["PARSERS", "FaceParser", "auto_mask_face", "load_face_parser", "parse_photo"]
+# Imported on first use (PEP 562): the `scadm` command reads light submodules such as
+# scadm.parsing.landmarks while building its parser, and must not import torch for that.
+_EXPORTS = {"PARSERS": "parser", "FaceParser": "parser", "load_face_parser": "parser",
+            "auto_mask_face": "photo", "parse_photo": "photo"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'scadm.parsing' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"scadm.parsing.{_EXPORTS[name]}"), name)

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from scadm.errors import InputError
-from scadm.parsing.weights import PARSE_EXTRAS_HINT
 
 LANDMARK_BACKENDS = ("dlib",)
 PREDICTOR_PACKAGE = "face_recognition_models"
@@ -76,6 +75,8 @@ def _dlib_models():
     try:
         import dlib
     except ImportError:
+        from scadm.parsing.weights import PARSE_EXTRAS_HINT  # here: that module imports torch
+
         raise InputError(f"face landmarks need dlib; {PARSE_EXTRAS_HINT}") from None
     return dlib, dlib.get_frontal_face_detector(), dlib.shape_predictor(str(_predictor_path()))
 
@@ -86,4 +87,6 @@ def _predictor_path() -> Path:
         path = Path(folder) / PREDICTOR_FILE
         if path.is_file():
             return path
+    from scadm.parsing.weights import PARSE_EXTRAS_HINT  # here: that module imports torch
+
     raise InputError(f"the dlib 68-point landmark model is not installed; {PARSE_EXTRAS_HINT}")
