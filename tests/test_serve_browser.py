@@ -180,9 +180,9 @@ def test_upload_swap_paint_generate(page, tmp_path):
     assert page.input_value("#target-example input") == "", "the example picker no longer names a face"
     _screenshot(page, "serve-editor.png", tmp_path, full_page=False)
 
-    recon, src = _generate(page)  # every part from the target, seed locked at 0
+    recon, _ = _generate(page)  # every part from the target, seed locked at 0
     page.click("#src-hair label:has-text('reference')")
-    swapped, src = _generate(page)
+    swapped, _ = _generate(page)
     _screenshot(page, "serve-swap.png", tmp_path, full_page=False)
     settings = json.loads(_download(page, "settings.json"))
     assert settings["parts"] == {"hair": {"source": "reference", "weight": 1.0}}
@@ -220,7 +220,7 @@ def test_upload_swap_paint_generate(page, tmp_path):
     page.mouse.up()
     page.click("#apply-strokes")
     page.wait_for_selector("#legend .present:has-text('hat')")
-    painted, src = _generate(page)
+    painted, _ = _generate(page)
     _screenshot(page, "serve-paint.png", tmp_path)
     mask = np.asarray(Image.open(io.BytesIO(_download(page, "edited_mask.png"))))
     assert (face.labels == HAT).sum() == 0 and (mask == HAT).sum() > 20, "the stroke should add hat pixels"

@@ -13,26 +13,26 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no telemetry
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import functools  # noqa: E402
-import logging  # noqa: E402
-import random  # noqa: E402
-import re  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import zipfile  # noqa: E402
-from pathlib import Path  # noqa: E402
+import functools
+import logging
+import random
+import re
+import tempfile
+import time
+import zipfile
+from pathlib import Path
 
-import gradio as gr  # noqa: E402
-import numpy as np  # noqa: E402
+import gradio as gr
+import numpy as np
 
-from scadm.demo import DEMO_MODEL  # noqa: E402
-from scadm.editing import SOURCES, EditSettings, PartChoice  # noqa: E402
-from scadm.errors import ScadmError  # noqa: E402
-from scadm.io import mask_to_rgb  # noqa: E402
-from scadm.pipeline import SCADMPipeline  # noqa: E402
-from scadm.serve import editor  # noqa: E402
-from scadm.serve.editor import Face  # noqa: E402
-from scadm.settings import DTYPES, INTERACTIVE, SAMPLERS, RenderSettings, resolve_device  # noqa: E402
+from scadm.demo import DEMO_MODEL
+from scadm.editing import SOURCES, EditSettings, PartChoice
+from scadm.errors import ScadmError
+from scadm.io import mask_to_rgb
+from scadm.pipeline import SCADMPipeline
+from scadm.serve import editor
+from scadm.serve.editor import Face
+from scadm.settings import DTYPES, INTERACTIVE, SAMPLERS, RenderSettings, resolve_device
 
 log = logging.getLogger("scadm.serve")
 EXAMPLES = 8
@@ -99,7 +99,7 @@ def _shows_errors(fn):
             raise
         except ScadmError as err:
             raise gr.Error(_without_paths(str(err)), title="Input problem") from None
-        except Exception as err:  # noqa: BLE001 - the server must survive any request
+        except Exception as err:
             log.exception("request failed")
             raise gr.Error(f"internal error ({type(err).__name__}); details are in the server log") from None
     return wrapper
@@ -115,7 +115,7 @@ def legend_html(labels: np.ndarray, label_set) -> str:
     """Class colours with the share of the mask each class covers; absent classes greyed."""
     counts = np.bincount(labels.reshape(-1), minlength=label_set.num_classes)
     items = []
-    for name, colour, n in zip(label_set.names, label_set.palette, counts):
+    for name, colour, n in zip(label_set.names, label_set.palette, counts, strict=True):
         share = f"{100 * n / labels.size:.1f}%" if n else "absent"
         items.append(f'<span class="{"present" if n else "absent"}"><span class="sw" '
                      f'style="background: rgb{tuple(colour)}"></span>{name} <small>{share}</small></span>')
@@ -259,13 +259,14 @@ def build_app(models: Models) -> gr.Blocks:
 
     @_shows_errors
     def generate(target, reference, labels, painting, history, global_weight, guidance, sampler, steps, seed,
-                 lock, dtype, preserve, *part_values, progress=gr.Progress(track_tqdm=True)):
+                 lock, dtype, preserve, *part_values,
+                 progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - gradio finds the tracker by this default
         for role, face in (("target", target), ("reference", reference)):
             if face is None:
                 raise gr.Error(f"{role}: no valid face (an upload was refused); upload a valid image and mask, "
                                "or pick an example", title="Nothing to render")
         sources, weights = part_values[:len(names)], part_values[len(names):]
-        parts = {n: PartChoice(s, float(w)) for n, s, w in zip(_panel_order(names), sources, weights)
+        parts = {n: PartChoice(s, float(w)) for n, s, w in zip(_panel_order(names), sources, weights, strict=True)
                  if s != "target"}
         seed = int(seed) if lock and seed is not None else random.randrange(MAX_SEED)
         render = INTERACTIVE.replace(steps=int(steps), guidance=float(guidance), sampler=sampler, seed=seed,
@@ -286,7 +287,7 @@ def build_app(models: Models) -> gr.Blocks:
         edits = ", ".join(f"{n}<-{s}" + (f" {w:.2g}" if w < 1 else "")
                           for n, (s, w) in settings.edited_parts().items()) or "reconstruction"
         # the exact PNG (no lossy re-encoding for the page): the page enlarges it, pixelated
-        history = [(str(paths["result"]), f"seed {seed}: {edits}")] + list(history or [])
+        history = [(str(paths["result"]), f"seed {seed}: {edits}"), *(history or [])]
         files = [str(paths["result"]), str(paths["mask"]), str(paths["settings"]), str(bundle)]
         status = f"Rendered in {seconds:.1f} s ({render.label()}, seed {seed}): {edits}."
         if missing:
@@ -356,12 +357,13 @@ def build_app(models: Models) -> gr.Blocks:
                     sampler = gr.Dropdown(list(SAMPLERS), value=INTERACTIVE.sampler, label="sampler", elem_id="sampler")
                     steps = gr.Slider(1, 200, value=INTERACTIVE.steps, step=1, label="steps", elem_id="steps")
                 with gr.Row():
-                    seed = gr.Number(INTERACTIVE.seed, label="seed", precision=0, minimum=0, maximum=MAX_SEED, elem_id="seed")
+                    seed = gr.Number(INTERACTIVE.seed, label="seed", precision=0, minimum=0, maximum=MAX_SEED,
+                                     elem_id="seed")
                     lock = gr.Checkbox(True, label="lock seed", elem_id="lock-seed")
                 dtype = gr.Radio(list(DTYPES), value=INTERACTIVE.dtype, label="precision (GPU)", visible=on_gpu,
                                  elem_id="dtype")
-        gallery = gr.Gallery(label="history (newest first)", columns=8, height=260, object_fit="contain", fit_columns=False,
-                             format="png", elem_id="history")
+        gallery = gr.Gallery(label="history (newest first)", columns=8, height=260, object_fit="contain",
+                             fit_columns=False, format="png", elem_id="history")
 
         target_outs = [target_state, mask_state, target_view, painter, legend, target_line, target_example,
                        target_image, target_mask]
