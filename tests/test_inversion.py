@@ -31,7 +31,7 @@ def _denoiser(pipe, image, labels, g):
     (E[noise | x_t] = sqrt(1 - abar_t) x_t): a denoiser at every noise level, as a trained model is.
     The bare random UNet is none: its GroupNorms make eps nearly scale-free in x, so on the
     shrinking latents of an inversion its eps changes faster than x and the implicit step has no
-    unique solution, which no trained model shows (the demo model converges: reports/inversion.md)."""
+    unique solution, which no trained model shows (the demo model converges: reports/inversion/README.md)."""
     unet_eps = _eps_fn(pipe, image, labels, g)
     s1ma = pipe.schedule.sqrt_one_minus_alphas_cumprod
 

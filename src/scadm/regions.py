@@ -13,7 +13,7 @@ or whose class the user changed, grown by a margin of `margin` pixels:
 Why a margin at all: the parts' borders are anti-aliased and shaded (a hair border darkens the skin
 next to it), and the decoder spreads every latent cell over its neighbours, so a new style cut at
 the class border would leave a fringe of the old one. The default, `image_size // 16` pixels, is
-one latent cell at 64 px (4 px) and scales with the face; reports/inversion.md measures 0, 4 and 8.
+one latent cell at 64 px (4 px) and scales with the face; reports/inversion/README.md measures 0, 4 and 8.
 """
 
 from __future__ import annotations
