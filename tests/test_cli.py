@@ -331,3 +331,8 @@ def test_seeds_past_the_generators_range_are_refused_before_rendering(converted,
     monkeypatch.setattr("scadm.pipeline.SCADMPipeline.__call__", lambda *a, **k: pytest.fail("rendered"))
     assert _sample(converted, "--seed", str(2**64 - 1), "--num", "2") == 2
     assert "--seed 18446744073709551615 with 2 images: the last image's seed: must be" in _one_line(capsys)
+
+
+def test_demo_checks_its_flags_like_the_other_commands(capsys):
+    assert main(["demo", "--seed", "-1"]) == 2
+    assert "--seed: must be an integer in 0..2**64-1, got -1" in _one_line(capsys)

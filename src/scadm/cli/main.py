@@ -38,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "demo model never saw; save one labelled figure and print a summary.")
     p.add_argument("--out", default="out/demo", help="output folder (default ./out/demo)")
     p.add_argument("--model", help="a pipeline folder to use instead of the shipped demo model")
-    p.add_argument("--seed", type=int, default=INTERACTIVE.seed, help=f"(default {INTERACTIVE.seed})")
-    p.add_argument("--steps", type=int, default=INTERACTIVE.steps, help=f"DDIM steps (default {INTERACTIVE.steps})")
+    p.add_argument("--seed", type=int, help=f"(default {INTERACTIVE.seed})")
+    p.add_argument("--steps", type=int, help=f"DDIM steps (default {INTERACTIVE.steps})")
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("sample", help="generate faces for one or more masks (random or from a reference)",
@@ -139,7 +139,7 @@ def _one_line_warnings(command: str, default):
 def _demo(args) -> int:
     from ..demo import DEMO_MODEL, run_demo
 
-    settings = INTERACTIVE.replace(seed=args.seed, steps=args.steps)
+    settings, _ = render_settings(args, INTERACTIVE)
     summary = run_demo(Path(args.out), model=args.model or DEMO_MODEL, settings=settings)
     print(summary)
     return 0

@@ -34,11 +34,12 @@ def add_render_flags(p: argparse.ArgumentParser) -> None:
 
 def render_settings(args: argparse.Namespace, base: RenderSettings = DEFAULT, file_keys: Iterable[str] = (),
                     source: str | None = None) -> tuple[RenderSettings, str | None]:
-    """`base` (a settings file's, or the defaults) with the flags the user gave; and a one-line
-    note naming the file values that a flag replaced (None when none did)."""
+    """`base` (a settings file's, or the defaults) with the flags the user gave (a command may
+    declare only some of them); and a one-line note naming the file values that a flag replaced
+    (None when none did)."""
     given = {}
     for name in FIELDS:
-        value = getattr(args, name)
+        value = getattr(args, name, None)
         if value is not None:
             check_field(name, value, f"--{name}")
             given[name] = value
