@@ -70,17 +70,20 @@ def device_name(device: torch.device) -> str:
 def measure(name, batch, makers: dict, device, repeats: int, warmup: int, extra=None) -> list[dict]:
     """Interleaved rounds over the variants of one case; a variant that fails is reported, not fatal."""
     fns, rows = {}, []
+    # warm-up and timing in one grad mode: a compiled function guards on it and would recompile
+    grad_mode = torch.enable_grad if name == "train step" else torch.no_grad
     for variant, make in makers.items():
         try:
-            fn = make()
-            for _ in range(warmup):
-                fn()
+            with grad_mode():
+                fn = make()
+                for _ in range(warmup):
+                    fn()
             fns[variant] = fn
         except Exception as err:  # noqa: BLE001 - one broken variant must not lose the others' numbers
             rows.append(dict(case=name, batch=batch, variant=variant, error=f"{type(err).__name__}: {err}"))
             traceback.print_exc()
     times = {v: [] for v in fns}
-    with torch.no_grad() if name != "train step" else torch.enable_grad():
+    with grad_mode():
         for _ in range(repeats):
             for variant, fn in fns.items():
                 times[variant].append(timed(fn, device))
