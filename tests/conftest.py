@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from tiny_models import tiny_pipeline
 
 

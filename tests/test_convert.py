@@ -3,8 +3,8 @@ import re
 import pytest
 import torch
 import yaml
-
 from authors_layout import authors_checkpoint, authors_yaml, ldm_vq_state
+
 from scadm.convert import convert, load_checkpoint, read_authors_config, vq_from_ldm
 from scadm.errors import CheckpointError, InputError, ScadmWarning
 from scadm.models.autoencoder import vq_f4
@@ -81,7 +81,8 @@ def test_partial_checkpoint_lists_missing_keys(tiny_pipe, authors_files, tmp_pat
     state["cond_stage_model.bogus"] = torch.zeros(1)
     bad = tmp_path / "partial.ckpt"
     torch.save({"state_dict": state}, bad)
-    with pytest.raises(CheckpointError, match=r"style encoder.*1 missing: Encoder\.first_layer\.0\.weight.*1 unexpected: bogus"):
+    with pytest.raises(CheckpointError,
+                       match=r"style encoder.*1 missing: Encoder\.first_layer\.0\.weight.*1 unexpected: bogus"):
         convert(config, bad, weights="raw")
 
 

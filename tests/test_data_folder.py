@@ -205,7 +205,7 @@ def test_loader_order_is_a_function_of_seed_and_epoch_and_resumes(tmp_path):
     loader = make_loader(ds, batch_size=2, shuffle=True, num_workers=0, seed=7)
     epochs = [_names(loader), _names(loader)]
     assert epochs[0] != epochs[1]  # each pass is a new epoch
-    assert sorted(sum(epochs[0], [])) == sorted(ds.names)
+    assert sorted(name for batch in epochs[0] for name in batch) == sorted(ds.names)
     again = make_loader(ds, batch_size=2, shuffle=True, num_workers=0, seed=7)
     assert [_names(again), _names(again)] == epochs
     assert _names(make_loader(ds, 2, True, 0, seed=8)) != epochs[0]

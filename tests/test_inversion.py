@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from tiny_models import face
 
 from scadm.errors import InputError
 from scadm.inversion import REFINE_STEPS, InversionCache, content_key, ddim_invert, keep_target
@@ -11,7 +12,6 @@ from scadm.models.autoencoder import encode
 from scadm.regions import Preserve, distance, edited_classes, edited_region, latent_keep, pixel_weight
 from scadm.sampling import ddim_timesteps, sample, sample_ddim
 from scadm.settings import RenderSettings
-from tiny_models import face
 
 STEPS = 10
 HAIR, U_LIP, L_LIP = 13, 11, 12
@@ -115,7 +115,7 @@ def _preserve_edit(pipe, parts, margin=4, **kw):
 
 
 def test_preserved_edit_keeps_outside_pixels_exactly_and_changes_the_part(tiny_pipe, one_thread):
-    image, labels, out, region = _preserve_edit(tiny_pipe, [HAIR])
+    image, _labels, out, region = _preserve_edit(tiny_pipe, [HAIR])
     outside = pixel_weight(region, 4)[0, 0] == 0
     assert outside.sum() > 0.3 * outside.numel() and region.sum() > 100
     result, target = to_uint8(out)[0], to_uint8(image)[0]
@@ -134,7 +134,7 @@ def test_no_edit_returns_the_target_and_bad_margins_are_refused(tiny_pipe, one_t
 
 
 def test_stochastic_samplers_keep_the_outside_too(tiny_pipe, one_thread):
-    image, labels, out, region = _preserve_edit(tiny_pipe, [HAIR], sampler="ddpm")
+    image, _labels, out, region = _preserve_edit(tiny_pipe, [HAIR], sampler="ddpm")
     outside = (pixel_weight(region, 4)[0, 0] == 0).numpy()
     assert np.array_equal(to_uint8(out)[0][outside], to_uint8(image)[0][outside])
 

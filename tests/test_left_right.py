@@ -58,7 +58,7 @@ def test_left_right_permutation_swaps_the_pairs_only():
     for left, right in LEFT_RIGHT_PAIRS:
         i, j = CELEBAMASK_HQ.index(left), CELEBAMASK_HQ.index(right)
         expected[i], expected[j] = j, i
-    assert PERM == expected
+    assert expected == PERM
 
 
 def _tiny(mask_downsample: str) -> SCADMPipeline:
@@ -79,7 +79,7 @@ def test_relabelled_pipeline_on_new_labels_equals_the_old_on_old_labels(mask_dow
     old = _tiny(mask_downsample)
     new = relabel_pipeline(old, PERM)
     perm = torch.tensor(PERM)
-    image, labels = (torch.stack(x) for x in zip(face(1), face(2)))
+    image, labels = (torch.stack(x) for x in zip(face(1), face(2), strict=True))
     old_labels = perm[labels]  # what the old numbering called each pixel
     old_code, new_code = old.encode_style(image, old_labels), new.encode_style(image, labels)
     assert torch.equal(new_code.tokens, old_code.tokens[:, perm])  # bit for bit
@@ -103,7 +103,7 @@ def test_relabelling_twice_restores_the_model():
     unet = SCADMUNet(model_channels=32, channel_mult=(1,), attention_resolutions=(1,),
                      num_head_channels=16, context_dim=8)
     back = relabel_unet(relabel_unet(unet, PERM), PERM)
-    assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), unet.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), unet.state_dict().values(), strict=True))
 
 
 def test_bad_permutations_are_refused():

@@ -5,8 +5,7 @@ import torch.nn.functional as F
 
 from scadm.data.synthetic import render_face
 from scadm.errors import InputError
-from scadm.metrics.fid import (INCEPTION, FeatureStats, InceptionFeatures, fid, frechet_distance,
-                               to_inception_input)
+from scadm.metrics.fid import INCEPTION, FeatureStats, InceptionFeatures, fid, frechet_distance, to_inception_input
 
 
 def scipy_fid(x: np.ndarray, y: np.ndarray) -> float:

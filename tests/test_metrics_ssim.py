@@ -6,7 +6,7 @@ import pytest
 from scadm.errors import InputError
 
 pytest.importorskip("torchmetrics", reason="SSIM needs torchmetrics (the metrics extra)")
-from scadm.metrics.ssim import ssim  # noqa: E402
+from scadm.metrics.ssim import ssim
 
 C1, C2 = (0.01 * 1) ** 2, (0.03 * 1) ** 2
 # Both sides compute in float64 on [0, 1]: 121-tap window sums (~1e-16 relative each), then
@@ -27,7 +27,7 @@ def _skimage_ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.array([metrics.structural_similarity(
         x.astype(np.float64) / 255, y.astype(np.float64) / 255, gaussian_weights=True, sigma=1.5,
         use_sample_covariance=False, data_range=1.0, K1=0.01, K2=0.03, channel_axis=-1)
-        for x, y in zip(a, b)])
+        for x, y in zip(a, b, strict=True)])
 
 
 def _degraded(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -14,10 +14,8 @@ from scadm.parsing import FaceParser, load_face_parser
 from scadm.parsing import weights as bisenet_weights
 from scadm.parsing.align import ffhq_quad, warp_quad
 from scadm.parsing.bisenet import AUX_HEADS, BiSeNet
-from scadm.parsing.procedural import (ParserConfig, ProceduralParserNet, load_procedural_net,
-                                      save_procedural_net)
-from scadm.parsing.train_procedural import (confusion_matrix, held_out_score, score,
-                                            train_procedural_parser)
+from scadm.parsing.procedural import ParserConfig, ProceduralParserNet, load_procedural_net, save_procedural_net
+from scadm.parsing.train_procedural import confusion_matrix, held_out_score, score, train_procedural_parser
 from scadm.parsing.weights import BISENET_TO_CELEBAMASK_HQ, load_bisenet
 
 # The parser's own class order, as its training code lists the CelebAMask-HQ annotation files.

@@ -108,7 +108,7 @@ def test_ddim_in_float64_matches_a_float64_transcription_to_float64_precision(et
     assert got.dtype == torch.float64
 
     gens, x = seeded(5, 6), x_T
-    for t, t_prev in zip(timesteps[::-1], [*timesteps[::-1][1:], 0]):
+    for t, t_prev in zip(timesteps[::-1], [*timesteps[::-1][1:], 0], strict=True):
         a_t, a_prev = a[t], a[t_prev]
         sigma = eta * torch.sqrt((1 - a_prev) / (1 - a_t)) * torch.sqrt(1 - a_t / a_prev)
         eps = toy_eps(x, torch.full((2,), t))
@@ -169,7 +169,7 @@ def test_ddpm_scheduler_uses_our_alphas_and_the_posterior_variance(num_steps):
     timesteps = ddim_timesteps(num_steps)
     scheduler.set_timesteps(timesteps=timesteps[::-1])
     a = closed_form_alphas_cumprod64()
-    for t, t_prev in zip(timesteps, [None] + timesteps[:-1]):
+    for t, t_prev in zip(timesteps, [None, *timesteps[:-1]], strict=True):
         a_prev = 1.0 if t_prev is None else a[t_prev]  # Ho et al.: the last step goes to x_0
         beta = 1 - a[t] / a_prev
         tilde_beta = (1 - a_prev) / (1 - a[t]) * beta  # Ho et al. Eq. 7

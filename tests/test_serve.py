@@ -76,8 +76,8 @@ def test_bad_settings_name_the_field(make, needle):
 
 
 def test_settings_json_round_trip(tmp_path):
-    settings = EditSettings({"hair": PartChoice("reference", 0.4)}, 0.9, RenderSettings(7, 2.0, "dpm++", 0.0, 42, "bf16"),
-                            preserve=True, margin=3)
+    settings = EditSettings({"hair": PartChoice("reference", 0.4)}, 0.9,
+                            RenderSettings(7, 2.0, "dpm++", 0.0, 42, "bf16"), preserve=True, margin=3)
     path = tmp_path / "s.json"
     path.write_text(json.dumps(settings.to_json()))
     assert EditSettings.load(path) == settings

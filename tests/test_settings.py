@@ -20,7 +20,7 @@ from scadm.settings import (
 def test_defaults_are_the_papers_and_frozen():
     s = RenderSettings()
     assert (s.steps, s.guidance, s.sampler, s.eta, s.seed, s.dtype) == (50, 1.2, "ddim", 0.0, 0, "fp32")
-    assert INTERACTIVE == s.replace(steps=25)
+    assert s.replace(steps=25) == INTERACTIVE
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.steps = 3
     assert s.replace(steps=None, seed=7) == RenderSettings(seed=7)  # None = keep

@@ -83,9 +83,9 @@ def test_masked_average_pooling_matches_reference(encoder):
     for h in hooks:
         h.remove()
 
-    for j, (feat, got) in enumerate(zip(features, pooled)):
+    for j, (feat, got) in enumerate(zip(features, pooled, strict=True)):
         B, width, H, W = feat.shape
-        assert (H, W) == (64 // 2 ** (DOWN - 1 - j), 48 // 2 ** (DOWN - 1 - j))
+        assert (64 // 2 ** (DOWN - 1 - j), 48 // 2 ** (DOWN - 1 - j)) == (H, W)
         region = nearest(mask, H, W)
         group = width // C
         expected = torch.zeros(B, width)

@@ -145,7 +145,7 @@ def test_dataset_items_are_normalised_and_deterministic():
     assert len(data) == 4 and item["index"] == 2
     assert item["image"].shape == (3, 64, 64) and item["image"].dtype == torch.float32
     assert item["labels"].shape == (64, 64) and item["labels"].dtype == torch.int64
-    assert -1.0 <= item["image"].min() and item["image"].max() <= 1.0
+    assert item["image"].min() >= -1.0 and item["image"].max() <= 1.0
     assert torch.equal(item["image"], data[2]["image"])
     face = render_face(data.face_seed(2))
     assert torch.equal(item["labels"], torch.from_numpy(face.labels))

@@ -4,8 +4,14 @@ import pytest
 import yaml
 
 from scadm.errors import InputError
-from scadm.train.config import (build_style_encoder, build_unet, build_vqvae, check_resume_config, load_config,
-                                save_config)
+from scadm.train.config import (
+    build_style_encoder,
+    build_unet,
+    build_vqvae,
+    check_resume_config,
+    load_config,
+    save_config,
+)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

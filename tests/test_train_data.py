@@ -32,7 +32,7 @@ def test_ranks_split_each_step_into_disjoint_slices_of_the_global_order():
     ranks = [BatchStream(Numbers(), batch_size=2, seed=1, num_workers=0, rank=r, world=2) for r in (0, 1)]
     order = SeededSampler(10, 1).order(0)
     for step in range(2):
-        together = sum((s.next()["index"].tolist() for s in ranks), [])
+        together = [i for s in ranks for i in s.next()["index"].tolist()]
         assert together == order[4 * step: 4 * step + 4]
 
 

@@ -33,7 +33,7 @@ def tiny():
 
 
 def test_style_dropout_zeroes_chosen_style_images_and_never_the_mask(tiny):
-    config, unet, style_encoder, vqvae, image, mask = tiny
+    _config, unet, style_encoder, vqvae, image, mask = tiny
     seen = {}
     hooks = [style_encoder.register_forward_pre_hook(lambda m, args: seen.update(style=args)),
              unet.register_forward_pre_hook(lambda m, args: seen.update(unet_mask=args[3]))]
@@ -58,7 +58,7 @@ def test_style_dropout_zeroes_chosen_style_images_and_never_the_mask(tiny):
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_loss_regresses_the_schedules_target(tiny, prediction_type):
-    config, _, style_encoder, vqvae, image, mask = tiny
+    _config, _, style_encoder, vqvae, image, mask = tiny
     schedule = NoiseSchedule(prediction_type=prediction_type)
     z0 = encode(vqvae, image).detach()
     loss = diffusion_loss(lambda x, *_, **__: torch.zeros_like(x), style_encoder, schedule, z0, image, mask,

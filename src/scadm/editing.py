@@ -51,7 +51,6 @@ def edit_codes(
         raise InputError(f"mode '{mode}' needs a reference image and mask")
     if mode in NEEDS_PARTS and not parts:
         raise InputError(f"mode '{mode}' needs --parts (e.g. hair or l_eye,r_eye)")
-    from .style import StyleCode
 
     if mode == "reconstruct":
         return target, ["reconstruction"]
@@ -164,7 +163,8 @@ class EditSettings:
         choices = {}
         for name, choice in parts.items():
             if not isinstance(choice, dict) or set(choice) - {"source", "weight"}:
-                raise InputError(f"{source}: parts.{name}: must be {{\"source\": ..., \"weight\": ...}}, got {choice!r}")
+                raise InputError(
+                    f"{source}: parts.{name}: must be {{\"source\": ..., \"weight\": ...}}, got {choice!r}")
             try:
                 choices[str(name)] = PartChoice(**choice)
             except InputError as err:

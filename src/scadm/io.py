@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 

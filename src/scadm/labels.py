@@ -188,10 +188,7 @@ def label_set_from_config(
     generated. CelebAMask-HQ's classes and colours give CELEBAMASK_HQ itself, palette variants
     included."""
     names = tuple(str(n) for n in names)
-    if palette is None:
-        colours = auto_palette(len(names))
-    else:
-        colours = tuple(tuple(int(v) for v in c) for c in palette)
+    colours = auto_palette(len(names)) if palette is None else tuple(tuple(int(v) for v in c) for c in palette)
     label_set = LabelSet(names=names, palette=colours)
     return CELEBAMASK_HQ if label_set == CELEBAMASK_HQ else label_set
 

@@ -28,9 +28,9 @@ from PIL import Image
 
 from . import __version__
 from .errors import CheckpointError, InputError, RenderError
+from .inversion import InversionCache, Trajectory, content_key, ddim_invert, keep_target
 from .io import to_uint8
 from .labels import LabelSet, label_set_from_config, one_hot
-from .inversion import InversionCache, Trajectory, content_key, ddim_invert, keep_target
 from .models.autoencoder import decode, downsampling_factor, encode
 from .models.loading import load_network
 from .models.style_encoder import StyleEncoder

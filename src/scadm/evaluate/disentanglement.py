@@ -51,9 +51,10 @@ def run_disentanglement(ev: Evaluation, figures: Path) -> ProtocolResult:
                   "inside / leakage: mean |swap - reconstruction| inside / outside the parts (same seed and "
                   "sampler); for mode 'preserve' (region-preserving edits, beyond the paper) against the target "
                   "itself. outside vs target: mean |swap - target| beyond the margin around the parts; inside vs "
-                  "truth: mean |swap - true swap| over the parts (procedural faces). transfer: 1 - d(swap)/d(reconstruction) of the parts' mean colours to the "
-                  "reference's; GT transfer: the same to the true swap (procedural faces only); GT leakage: "
-                  "how much worse the other parts match the truth than in the reconstruction. "
+                  "truth: mean |swap - true swap| over the parts (procedural faces). transfer: "
+                  "1 - d(swap)/d(reconstruction) of the parts' mean colours to the reference's; GT transfer: "
+                  "the same to the true swap (procedural faces only); GT leakage: how much worse the other parts "
+                  "match the truth than in the reconstruction. "
                   "'all' swaps every class, so nothing lies outside it.")
     tables = [table]
     if len(ev.models) > 1:
@@ -88,7 +89,8 @@ def _plots(ev: Evaluation, rows: list[dict], figures: Path) -> list[tuple[str, s
                     ys = [next((r[field] for r in rows if r["model"] == model.name and r["parts"] == set_name
                                 and r["mode"] == mode and r["steps"] == steps and r["guidance"] == g), None)
                           for g in o.axis_guidance]
-                    name = (f"{model.name}: " if len(ev.models) > 1 else "") + set_name + (f" ({mode})" if mode != "plain" else "")
+                    name = ((f"{model.name}: " if len(ev.models) > 1 else "") + set_name
+                            + (f" ({mode})" if mode != "plain" else ""))
                     if any(y is not None for y in ys):
                         series[name] = ys
         name = f"disentanglement-{field}-vs-guidance.png"
@@ -118,11 +120,11 @@ def _grid(ev: Evaluation, figures: Path) -> tuple[str, str]:
         if ev.options.preserve:
             preserved = partial_swaps(ev, model, parts, preserve=True)[i] if len(modes(ev, parts)) > 1 else None
             kept = [preserved, None if preserved is None else _diff_map(preserved, face.image)]
-        rows.append([face.image, ref.image, recon[i], result[i], _diff_map(result[i], recon[i])] + kept + [truth])
+        rows.append([face.image, ref.image, recon[i], result[i], _diff_map(result[i], recon[i]), *kept, truth])
         labels.append(set_name)
     name = "disentanglement-grid.png"
     kept_labels = ["preserved", f"|diff target| x{DIFF_GAIN}"] if ev.options.preserve else []
     save_grid(rows, figures / name, row_labels=labels,
-                col_labels=["target", "reference", "recon", "swap", f"|diff| x{DIFF_GAIN}"] + kept_labels + ["truth"],
+                col_labels=["target", "reference", "recon", "swap", f"|diff| x{DIFF_GAIN}", *kept_labels, "truth"],
                 title=f"{model.name}, {ev.options.render.label()}")
     return name, f"{model.name}: partial swaps of {ev.faces[i].name} with the difference to its reconstruction"

@@ -55,7 +55,7 @@ def run_noise(ev: Evaluation, figures: Path) -> ProtocolResult:
         for steps, r in per_steps.items():
             rows.append([model.name, steps, r["fid"], r["miou"], r["accuracy"],
                          r["seconds_per_image"] if gpu else r["seconds_per_image"] / base])
-        save_grid([[ev.faces[j].labels] + list(g) for j, g in enumerate(groups)],
+        save_grid([[ev.faces[j].labels, *g] for j, g in enumerate(groups)],
                   figures / f"noise-samples-{model.name}.png", label_set=ev.label_set,
                   col_labels=["mask"] + [f"seed {k}" for k in range(o.diversity_samples)],
                   title=f"{model.name}: random styles, {o.render.label()}")

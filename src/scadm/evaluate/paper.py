@@ -86,7 +86,8 @@ def quality(ev: Evaluation, images: np.ndarray, key: dict) -> dict:
     return {"fid": ev.fid(images, key),
             "miou": None if scores is None else 100 * scores.miou,
             "accuracy": None if scores is None else 100 * scores.pixel_accuracy,
-            "class_iou": None if scores is None else dict(zip(ev.label_set.names, (100 * scores.class_iou()).tolist()))}
+            "class_iou": None if scores is None
+            else dict(zip(ev.label_set.names, (100 * scores.class_iou()).tolist(), strict=True))}
 
 
 def locality(ev: Evaluation, result: np.ndarray, recon: np.ndarray, parts: list[int]) -> dict:
@@ -118,7 +119,7 @@ def _class_table(rows: dict[str, dict]) -> Table | None:
         return None
     classes = [c for c in next(iter(named.values())) if any(not np.isnan(v[c]) for v in named.values())]
     return Table("Per-class IoU % (classes present in the masks or the parser's output)",
-                 ["class"] + list(named), [[c] + [v[c] for v in named.values()] for c in classes])
+                 ["class", *named], [[c] + [v[c] for v in named.values()] for c in classes])
 
 
 def _notes(ev: Evaluation) -> str:
@@ -167,7 +168,8 @@ def run_swap(ev: Evaluation, figures: Path) -> ProtocolResult:
     table = _quality_table("Total style swap (target mask, all styles from the reference)", rows, _notes(ev))
     transfer = Table("Colour transfer toward the reference (1 = reached it, 0 = unchanged)",
                      ["model", "faces", "change vs reconstruction (0-1)", "transfer", "transfer (ground truth)"],
-                     [[k, r["loc_count"], r["loc_inside"], r["loc_transfer"], r["loc_gt_transfer"]] for k, r in rows.items()])
+                     [[k, r["loc_count"], r["loc_inside"], r["loc_transfer"], r["loc_gt_transfer"]]
+                      for k, r in rows.items()])
     return ProtocolResult("swap", "Total style swap", "Target i's mask with every style of face i + 1.",
                           rows, [table, transfer], [("swap-grid.png", "targets, references and total swaps")])
 

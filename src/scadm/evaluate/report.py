@@ -47,7 +47,7 @@ class ProtocolResult:
 
 def _cell(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
+        return "\N{EN DASH}"
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1000 else f"{value:.0f}"
     return str(value)

@@ -100,7 +100,7 @@ class LPIPS(nn.Module):
             raise InputError(f"LPIPS needs two (N, 3, H, W) batches of one shape, got "
                              f"{tuple(x0.shape)} and {tuple(x1.shape)}")
         total = 0
-        for f0, f1, head in zip(self.features(x0), self.features(x1), self.heads):
+        for f0, f1, head in zip(self.features(x0), self.features(x1), self.heads, strict=True):
             n0 = f0 / (f0.square().sum(1, keepdim=True).sqrt() + 1e-10)
             n1 = f1 / (f1.square().sum(1, keepdim=True).sqrt() + 1e-10)
             total = total + head((n0 - n1).square()).mean(dim=(2, 3))
@@ -135,7 +135,7 @@ def lpips_state_dict(params: dict, net: str) -> dict[str, torch.Tensor]:
     except (KeyError, TypeError) as err:
         raise InputError(f"LPIPS {net} weights: missing entry {err}") from None
     state = {}
-    for module, p in itertools.chain(zip(model.convs(), convs), zip(model.heads, heads)):
+    for module, p in itertools.chain(zip(model.convs(), convs, strict=True), zip(model.heads, heads, strict=True)):
         prefix = names[id(module)]
         state[f"{prefix}.weight"] = torch.from_numpy(np.asarray(p["kernel"])).permute(3, 2, 0, 1).contiguous()
         if module.bias is not None:
@@ -186,6 +186,6 @@ def pairwise_diversity(metric: LPIPS, groups: list[np.ndarray]) -> float:
         if len(group) < 2:
             raise InputError(f"diversity needs at least 2 samples per group, got {len(group)}")
         x = uint8_to_unit(group).to(device)
-        i, j = zip(*itertools.combinations(range(len(x)), 2))
+        i, j = zip(*itertools.combinations(range(len(x)), 2), strict=True)
         scores.append(metric(x[list(i)], x[list(j)]).mean().item())
     return float(np.mean(scores))

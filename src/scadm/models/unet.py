@@ -20,8 +20,8 @@ from scadm.nn.resblocks import (
     Downsample,
     ResBlock,
     SPADEResBlock,
-    Upsample,
     UpcastGroupNorm,
+    Upsample,
     timestep_embedding,
     zero_init,
 )
@@ -47,7 +47,7 @@ class UNetStep(nn.ModuleList):
         return out
 
     def forward(self, h, emb, context, condition):
-        for layer, cond in zip(self, condition):
+        for layer, cond in zip(self, condition, strict=True):
             if isinstance(layer, SPADEResBlock):
                 h = layer(h, emb, condition=cond)
             elif isinstance(layer, ResBlock):
@@ -185,7 +185,7 @@ class SCADMUNet(ModelMixin, ConfigMixin):
         if cfg.mask_attention and nearest and hard is None:
             hard = is_one_hot_or_empty(mask)  # nearest resizing keeps one-hotness: one check for every grid
         grids, steps = {}, []
-        for step, factor in zip(self._steps(), self._step_factors()):
+        for step, factor in zip(self._steps(), self._step_factors(), strict=True):
             grid = (size[0] // factor, size[1] // factor)
             if grid not in grids:
                 resized = resize_mask(mask, grid, cfg.mask_downsample)

@@ -225,6 +225,6 @@ class SpatialTransformer(nn.Module):
             condition = self.condition(context, mask, hard)
         token_mask, hard, crosses = condition
         tokens = self.proj_in(self.norm(x)).flatten(2).transpose(1, 2)  # (B, h*w, inner)
-        for block, cross in zip(self.transformer_blocks, crosses):
+        for block, cross in zip(self.transformer_blocks, crosses, strict=True):
             tokens = block(tokens, context, token_mask, hard, cross)
         return x + self.proj_out(tokens.transpose(1, 2).reshape(b, -1, h, w))

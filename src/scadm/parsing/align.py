@@ -60,7 +60,7 @@ def warp_quad(image: Image.Image, quad: np.ndarray, size: int) -> Image.Image:
     image = image.convert("RGB")
     quad = np.asarray(quad, dtype=np.float64).copy()
     side = np.hypot(*(quad[3] - quad[0]))
-    shrink = int(math.floor(side / size / 2))
+    shrink = math.floor(side / size / 2)
     if shrink > 1:
         image = image.reduce(shrink)
         quad /= shrink
@@ -80,6 +80,6 @@ def _reflect_pad(image: Image.Image, quad: np.ndarray) -> tuple[Image.Image, np.
     while any(todo):  # numpy reflects at most (side - 1) pixels per call: repeat for far quads
         step = [min(p, arr.shape[0 if i < 2 else 1] - 1) for i, p in enumerate(todo)]
         arr = np.pad(arr, ((step[0], step[1]), (step[2], step[3]), (0, 0)), mode="reflect")
-        todo = [p - s for p, s in zip(todo, step)]
+        todo = [p - s for p, s in zip(todo, step, strict=True)]
     return Image.fromarray(arr), lo.astype(np.float64)
 

@@ -11,6 +11,7 @@ ship with scadm (fp16 safetensors, about 2 MB).
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -67,9 +68,9 @@ class ProceduralParserNet(nn.Module):
         self.stem = _double_conv(3, ch[0])
         self.down = nn.ModuleList(
             nn.Sequential(nn.Conv2d(a, b, 3, stride=2, padding=1), _double_conv(b, b))
-            for a, b in zip(ch[:-1], ch[1:])
+            for a, b in itertools.pairwise(ch)
         )
-        self.up = nn.ModuleList(_double_conv(b + a, a) for a, b in zip(ch[:-1], ch[1:]))
+        self.up = nn.ModuleList(_double_conv(b + a, a) for a, b in itertools.pairwise(ch))
         self.head = nn.Conv2d(ch[0], config.num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -107,7 +108,7 @@ def load_procedural_net(path: str | Path = PROCEDURAL_PARSER) -> ProceduralParse
     net = ProceduralParserNet(config)
     try:
         state = {k: v.float() for k, v in load_file(weights_file).items()}
-    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+    except Exception as e:  # safetensors raises its own error types
         raise unreadable_safetensors(weights_file, e) from None
     check_finite(state.items(), weights_file)
     load_strict(net, state, weights_file)

@@ -99,7 +99,7 @@ def _shows_errors(fn):
             raise
         except ScadmError as err:
             raise gr.Error(_without_paths(str(err)), title="Input problem") from None
-        except Exception as err:
+        except Exception as err:  # the server must survive any request
             log.exception("request failed")
             raise gr.Error(f"internal error ({type(err).__name__}); details are in the server log") from None
     return wrapper

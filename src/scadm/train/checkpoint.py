@@ -127,9 +127,10 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     complete = complete_checkpoints(root)
     pointer = root / LATEST
     named = pointer.read_text().strip() if pointer.is_file() else ""
-    if named and _NAME.match(named) and (root / named / MANIFEST).is_file():
-        if not complete or complete[-1].name <= named:  # zero-padded names sort by step
-            return root / named
+    # zero-padded names sort by step
+    if named and _NAME.match(named) and (root / named / MANIFEST).is_file() and (
+            not complete or complete[-1].name <= named):
+        return root / named
     return complete[-1] if complete else None
 
 

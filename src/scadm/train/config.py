@@ -216,7 +216,7 @@ def _coerce(value, kind, name: str, source: str):
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise bad
-        return tuple(_coerce(v, a, name, source) for v, a in zip(value, args))
+        return tuple(_coerce(v, a, name, source) for v, a in zip(value, args, strict=True))
     if kind is bool:
         if not isinstance(value, bool):
             raise bad
@@ -298,7 +298,7 @@ def check_config(config: Config, source: str = "<config>") -> None:
     need(not (t.cache_latents and d.kind == "folder" and d.flip),
          "train.cache_latents needs data.flip false (a flipped image has another latent)")
     need(0.0 <= t.style_dropout <= 1.0, f"train.style_dropout must be in [0, 1], got {t.style_dropout}")
-    need(t.ema_decay is None or 0.0 < t.ema_decay < 1.0, f"train.ema_decay must be in (0, 1) or null")
+    need(t.ema_decay is None or 0.0 < t.ema_decay < 1.0, "train.ema_decay must be in (0, 1) or null")
     need(t.unconditional in UNCONDITIONAL_INPUTS,
          f"train.unconditional must be one of {UNCONDITIONAL_INPUTS}, got {t.unconditional!r}")
     need(t.prediction_type in PREDICTION_TYPES,

@@ -56,7 +56,7 @@ class CachedDataset(Dataset):
         packed = ((image + 1.0) * 127.5).round().to(torch.uint8)
         if torch.equal(packed.float() / 127.5 - 1.0, image):
             item["image"] = packed
-        if labels.dtype == torch.int64 and 0 <= labels.min() and labels.max() <= 255:
+        if labels.dtype == torch.int64 and labels.min() >= 0 and labels.max() <= 255:
             item["labels"] = labels.to(torch.uint8)
         self.items[index] = item
 

@@ -46,8 +46,7 @@ from scadm.pipeline import SCADMPipeline
 from scadm.schedule import NoiseSchedule
 from scadm.train.autoencoder import psnr
 from scadm.train.checkpoint import replace_folder
-from scadm.train.config import (Config, build_style_encoder, build_unet, check_resume_config, load_config,
-                                save_config)
+from scadm.train.config import Config, build_style_encoder, build_unet, check_resume_config, load_config, save_config
 from scadm.train.data import BatchStream, CachedDataset, build_datasets, holdout_batch, loader_workers
 from scadm.train.loop import Task, TrainResult, fit, make_accelerator, resolve_resume
 
@@ -106,7 +105,7 @@ class LatentCache:
         for begin in tqdm(range(0, len(dataset), self.FILL_CHUNK), desc="encoding latents", disable=not progress):
             batch = default_collate([dataset[i] for i in range(begin, min(begin + self.FILL_CHUNK, len(dataset)))])
             latents = encode(self.vqvae, batch["image"].to(device)).float()
-            for key, z in zip(_item_keys(batch), latents):
+            for key, z in zip(_item_keys(batch), latents, strict=True):
                 self.latents[key] = z[None]
 
 

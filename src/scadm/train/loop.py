@@ -130,7 +130,7 @@ def fit(accelerator: Accelerator, task: Task, optimizer, cfg: OptimConfig, strea
     if start is not None:
         step, train_seconds = _load(accelerator, task, optimizer, scheduler, stream, start)
     accelerator.init_trackers(task.name)
-    rank, world = accelerator.process_index, accelerator.num_processes
+    rank = accelerator.process_index
     params = [p for m in task.models.values() for p in m.parameters() if p.requires_grad]
     bar = tqdm(total=max_steps, initial=step, desc=task.name, dynamic_ncols=True,
                disable=not (progress and accelerator.is_local_main_process))
@@ -165,7 +165,8 @@ def fit(accelerator: Accelerator, task: Task, optimizer, cfg: OptimConfig, strea
             means = accelerator.reduce(means, "mean").tolist()  # over ranks
             now = time.perf_counter()
             steps_per_s = len(window) / cfg.grad_accum / (now - tick)
-            metrics = {**dict(zip(names, means)), "lr": scheduler.get_last_lr()[0], "steps_per_s": steps_per_s,
+            metrics = {**dict(zip(names, means, strict=True)), "lr": scheduler.get_last_lr()[0],
+                       "steps_per_s": steps_per_s,
                        "images_per_s": steps_per_s * cfg.grad_accum * stream.batches.per_step}
             accelerator.log(metrics, step=step)
             bar.set_postfix(loss=f"{metrics['loss']:.4f}")
