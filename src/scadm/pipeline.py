@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import VQModel
+from diffusers.models import VQModel
 from PIL import Image
 
 from . import __version__

@@ -13,7 +13,7 @@ diffusion run starts (LDM's `scale_by_std`), so the noise schedule sees unit-var
 from __future__ import annotations
 
 import torch
-from diffusers import VQModel
+from diffusers.models import VQModel
 
 #: LDM vq-f4: 256x256x3 image <-> 3x64x64 latent, f = 2 ** (len(block_out_channels) - 1) = 4.
 VQ_F4_CONFIG = dict(
@@ -45,19 +45,19 @@ def vq_f4(**overrides) -> VQModel:
 
 def downsampling_factor(vqvae: VQModel) -> int:
     """Image pixels per latent pixel along a side (4 for VQ-f4)."""
-    return 2 ** (len(vqvae.config.block_out_channels) - 1)
+    return 2 ** (len(vqvae.config["block_out_channels"]) - 1)
 
 
 def encode(vqvae: VQModel, image: torch.Tensor) -> torch.Tensor:
     """Image (B,3,H,W) in [-1, 1] -> diffusion latent (B,3,H/f,W/f): the continuous, not
     quantised, encoder output (LDM) times `scaling_factor`."""
-    return vqvae.encode(image).latents * vqvae.config.scaling_factor
+    return vqvae.encode(image).latents * vqvae.config["scaling_factor"]
 
 
 def decode(vqvae: VQModel, latent: torch.Tensor, quantize: bool = True) -> torch.Tensor:
     """Diffusion latent -> image in [-1, 1] (unclamped); quantises first like LDM's
     `decode_first_stage`."""
-    return vqvae.decode(latent / vqvae.config.scaling_factor, force_not_quantize=not quantize).sample
+    return vqvae.decode(latent / vqvae.config["scaling_factor"], force_not_quantize=not quantize).sample
 
 
 @torch.no_grad()

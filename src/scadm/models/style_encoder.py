@@ -22,9 +22,11 @@ rows on the way out does, bit for bit.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
-from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.configuration_utils import ConfigMixin, FrozenDict, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
@@ -49,7 +51,22 @@ def _conv_norm_relu(
     ]
 
 
-class StyleEncoder(ModelMixin, ConfigMixin):
+class StyleEncoderConfig(FrozenDict):
+    """What `StyleEncoder.config` holds (diffusers records the constructor's arguments and serves
+    them as attributes): declared for the type checker, which sees only a dict[str, Any]."""
+
+    in_channels: int
+    num_classes: int
+    num_downsample: int
+    num_upsample: int
+    num_feat: int
+    style_dim: int
+    kernel_size: int
+    class_order: list[int] | None
+
+
+# diffusers declares config_name as str in ModelMixin and None in ConfigMixin; its own models mix both.
+class StyleEncoder(ModelMixin, ConfigMixin):  # type: ignore[misc]
     """E_s(x, M_x) -> S, the per-class multi-scale style (B, num_classes, num_upsample*style_dim).
 
     Widths: level i has num_classes*num_feat*2**i channels (i = 0 at full resolution, num_feat
@@ -64,6 +81,10 @@ class StyleEncoder(ModelMixin, ConfigMixin):
         >>> enc(torch.zeros(1, 3, 32, 32), mask).shape
         torch.Size([1, 5, 16])
     """
+
+    if TYPE_CHECKING:
+        @property
+        def config(self) -> StyleEncoderConfig: ...
 
     @register_to_config
     def __init__(

@@ -8,9 +8,10 @@ codes through mask-conditioned cross-attention (Eq. 8). Parameter names equal th
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.configuration_utils import ConfigMixin, FrozenDict, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
@@ -36,7 +37,7 @@ class UNetStep(nn.ModuleList):
 
     def condition(self, context: torch.Tensor, mask: torch.Tensor, hard: bool | None) -> list:
         """Per layer, what it takes from the style context and the mask at this step's grid."""
-        out = []
+        out: list[tuple | None] = []
         for layer in self:
             if isinstance(layer, SPADEResBlock):
                 out.append(layer.condition(mask))
@@ -73,7 +74,28 @@ class UNetCondition:
     steps: list  # per UNetStep (input, middle, output order): per layer its conditioning or None
 
 
-class SCADMUNet(ModelMixin, ConfigMixin):
+class UNetConfig(FrozenDict):
+    """What `SCADMUNet.config` holds (diffusers records the constructor's arguments and serves
+    them as attributes): declared for the type checker, which sees only a dict[str, Any]."""
+
+    in_channels: int
+    out_channels: int
+    model_channels: int
+    channel_mult: Sequence[int]
+    num_res_blocks: int
+    attention_resolutions: Sequence[int]
+    num_head_channels: int
+    transformer_depth: int
+    context_dim: int
+    num_classes: int
+    dropout: float
+    mask_attention: bool
+    spade_hidden_channels: int
+    mask_downsample: str
+
+
+# diffusers declares config_name as str in ModelMixin and None in ConfigMixin; its own models mix both.
+class SCADMUNet(ModelMixin, ConfigMixin):  # type: ignore[misc]
     """Noise predictor eps = unet(x, timesteps, context, mask).
 
     `attention_resolutions` are downsampling factors (1 = latent resolution), as in the authors'
@@ -92,6 +114,10 @@ class SCADMUNet(ModelMixin, ConfigMixin):
     """
 
     _supports_gradient_checkpointing = True
+
+    if TYPE_CHECKING:
+        @property
+        def config(self) -> UNetConfig: ...
 
     @register_to_config
     def __init__(
@@ -140,7 +166,7 @@ class SCADMUNet(ModelMixin, ConfigMixin):
         ch = model_channels
         for level, width in enumerate(widths):
             for _ in range(num_res_blocks):
-                layers = [ResBlock(ch, emb_dim, width, dropout)]
+                layers: list[nn.Module] = [ResBlock(ch, emb_dim, width, dropout)]
                 ch = width
                 if 2**level in attention_resolutions:
                     layers.append(transformer(ch))
@@ -170,7 +196,7 @@ class SCADMUNet(ModelMixin, ConfigMixin):
             zero_init(nn.Conv2d(model_channels, out_channels, 3, padding=1)),
         )
 
-    def condition(self, context: torch.Tensor, mask: torch.Tensor, size: Sequence[int],
+    def condition(self, context: torch.Tensor | None, mask: torch.Tensor | None, size: Sequence[int],
                   hard: bool | None = None) -> UNetCondition:
         """The conditioning of style `context` (B, num_classes, context_dim) and `mask`
         (B, num_classes, H, W) for latents of spatial `size` (h, w), computed once for any number
@@ -178,7 +204,7 @@ class SCADMUNet(ModelMixin, ConfigMixin):
         with mask_downsample "any" the coarser grids are always checked."""
         cfg = self.config
         size = (int(size[0]), int(size[1]))
-        self._check_conditioning(context, mask, size)
+        context, mask = self._check_conditioning(context, mask, size)
         dtype = self.dtype
         context, mask = context.to(dtype), mask.to(dtype)
         nearest = cfg.mask_downsample == "nearest"
@@ -236,11 +262,11 @@ class SCADMUNet(ModelMixin, ConfigMixin):
         factors, level = [], 0
         for step in self.input_blocks:
             factors.append(2**level)
-            level += any(isinstance(layer, Downsample) for layer in step)
+            level += any(isinstance(layer, Downsample) for layer in step.children())
         factors.append(2 ** (levels - 1))
         for step in self.output_blocks:
             factors.append(2**level)
-            level -= any(isinstance(layer, Upsample) for layer in step)
+            level -= any(isinstance(layer, Upsample) for layer in step.children())
         return factors
 
     def _check_inputs(self, x, timesteps) -> torch.Tensor:
@@ -259,7 +285,9 @@ class SCADMUNet(ModelMixin, ConfigMixin):
             raise InputError(f"timesteps: expected shape ({b},) or a scalar, got {tuple(timesteps.shape)}")
         return timesteps
 
-    def _check_conditioning(self, context, mask, size) -> None:
+    def _check_conditioning(self, context: torch.Tensor | None, mask: torch.Tensor | None,
+                            size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raise InputError unless both are given with matching shapes; return them."""
         cfg = self.config
         h, w = size
         if context is None or mask is None:
@@ -274,3 +302,4 @@ class SCADMUNet(ModelMixin, ConfigMixin):
             raise InputError(f"mask: expected ({b}, {cfg.num_classes}, H, W), got {tuple(mask.shape)}")
         if mask.shape[2] < h or mask.shape[3] < w:
             raise InputError(f"mask: resolution {mask.shape[2]}x{mask.shape[3]} is below the latent's {h}x{w}")
+        return context, mask

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import VQModel
+from diffusers.models import VQModel
 
 from scadm.figures import save_grid
 from scadm.models.autoencoder import decode, encode

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 import yaml
-from diffusers import VQModel
+from diffusers.models import VQModel
 
 from scadm.errors import InputError
 from scadm.models.autoencoder import VQ_F4_CONFIG, vq_f4

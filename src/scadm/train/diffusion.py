@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import VQModel
+from diffusers.models import VQModel
 from torch.utils.data import default_collate
 from tqdm.auto import tqdm
 
