@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import torch
@@ -177,7 +178,7 @@ def auto_palette(num_classes: int) -> tuple[Colour, ...]:
         for bit in range(8):
             for ch in range(3):
                 rgb[ch] |= ((k >> (3 * bit + ch)) & 1) << (7 - bit)
-        colours.append(tuple(rgb))
+        colours.append((rgb[0], rgb[1], rgb[2]))
     return tuple(colours)
 
 
@@ -188,7 +189,9 @@ def label_set_from_config(
     generated. CelebAMask-HQ's classes and colours give CELEBAMASK_HQ itself, palette variants
     included."""
     names = tuple(str(n) for n in names)
-    colours = auto_palette(len(names)) if palette is None else tuple(tuple(int(v) for v in c) for c in palette)
+    # LabelSet itself refuses an entry that is not an (R, G, B) triple
+    colours = auto_palette(len(names)) if palette is None else tuple(
+        cast(Colour, tuple(int(v) for v in c)) for c in palette)
     label_set = LabelSet(names=names, palette=colours)
     return CELEBAMASK_HQ if label_set == CELEBAMASK_HQ else label_set
 

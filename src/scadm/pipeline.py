@@ -260,7 +260,7 @@ class SCADMPipeline:
             style = style.repeat(batch)
         if len(style) != batch:
             raise InputError(f"{len(style)} style codes for {batch} masks")
-        seeds = list(seed) if per_sample else [settings.seed + i for i in range(batch)]
+        seeds = [settings.seed + i for i in range(batch)] if seed is None or isinstance(seed, int) else list(seed)
         if len(seeds) != batch:
             raise InputError(f"{len(seeds)} seeds for {batch} masks")
         generators = [torch.Generator("cpu").manual_seed(check_seed(s, f"seed of sample {i}"))
@@ -284,12 +284,12 @@ class SCADMPipeline:
                 return self._check_latents(returned["latents"], shape, "callback_on_step_end: latents")
 
         kept = None if preserve is None else self._preserving(labels, style, preserve, settings, progress)
-        if kept is not None:
+        if preserve is not None and kept is not None:
             (start, keep_step), trajectory = kept[0], kept[3]
             if latents is None and not preserve.noise_inside:
                 x_T = trajectory.noise.to(x_T.dtype).expand_as(x_T)
             x_T, user_step = start(x_T), on_step
-            on_step = keep_step if user_step is None else (lambda n, t, x: user_step(n, t, keep_step(n, t, x)))
+            on_step = keep_step if user_step is None else (lambda step, t, x: user_step(step, t, keep_step(step, t, x)))
         z_0 = sample(eps_fn, x_T, self.schedule, sampler=settings.sampler, num_steps=settings.steps,
                      eta=settings.eta, generators=generators, progress=progress, on_step=on_step)
         if output_type == "latent":
@@ -322,7 +322,7 @@ class SCADMPipeline:
         dtype, with the keyword overrides applied."""
         if settings is None:
             own = dtype_name(self.dtype)
-            settings = RenderSettings(**({"dtype": own} if own else {}))
+            settings = RenderSettings(dtype=own) if own else RenderSettings()
         elif settings.torch_dtype != self.dtype:
             raise InputError(f"settings.dtype is {settings.dtype} but the pipeline runs in {self.dtype}; "
                              f"load it with dtype=settings.torch_dtype")

@@ -159,7 +159,7 @@ def _label_map(parts: Mapping[str, Path], size: int | None) -> np.ndarray:
     return labels
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     # An interrupted run leaves only a .part file, never a truncated output that looks complete.
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")

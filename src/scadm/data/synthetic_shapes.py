@@ -121,14 +121,14 @@ def union(*shapes: Shape) -> Shape:
     insides = [s[0] for s in shapes]
     boxes = np.array([s[1] for s in shapes])
 
-    def inside(x, y):
+    def inside(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         out = insides[0](x, y)
         for f in insides[1:]:
             out = out | f(x, y)
         return out
 
-    box = (boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max())
-    return inside, tuple(float(v) for v in box)
+    box = (float(boxes[:, 0].min()), float(boxes[:, 1].min()), float(boxes[:, 2].max()), float(boxes[:, 3].max()))
+    return inside, box
 
 
 def minus(shape: Shape, *holes: Shape) -> Shape:

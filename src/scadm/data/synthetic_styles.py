@@ -73,7 +73,8 @@ class PartStyle:
 
 
 def _rgb(values) -> Colour:
-    return tuple(int(v) for v in np.clip(np.round(values), 0, 255))
+    r, g, b = (int(v) for v in np.clip(np.round(values), 0, 255))
+    return r, g, b
 
 
 def _pick(g, palette, jitter: float) -> np.ndarray:

@@ -8,6 +8,7 @@ or one features.npy. Files appear atomically, so a killed run never leaves a hal
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -26,10 +27,14 @@ def settings_key(settings: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:KEY_CHARS]
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+def _atomic(path: Path, write: Callable[[Path], object]) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
     write(tmp)
     os.replace(tmp, path)
+
+
+def _save_png(image: np.ndarray, path: Path) -> None:
+    Image.fromarray(image).save(path, format="PNG")
 
 
 def _save_npy(path: Path, value: np.ndarray) -> None:
@@ -61,7 +66,7 @@ class EvalCache:
         batches = [missing[s:s + batch] for s in range(0, len(missing), batch)]
         for chunk in tqdm(batches, desc=desc, disable=not progress or not batches, leave=False):
             for i, image in zip(chunk, render(chunk), strict=True):
-                _atomic(paths[i], lambda p, im=image: Image.fromarray(im).save(p, format="PNG"))
+                _atomic(paths[i], functools.partial(_save_png, image))
         return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
 
     def array(self, settings: dict, compute: Callable[[], np.ndarray]) -> np.ndarray:

@@ -114,7 +114,7 @@ def _grid(ev: Evaluation, figures: Path) -> tuple[str, str]:
         result = partial_swaps(ev, model, parts)
         face, ref = ev.faces[i], ev.faces[reference_index(i, n)]
         truth = None
-        if face.truth is not None:
+        if face.truth is not None and ref.truth is not None:
             truth = swap_parts(face.truth, ref.truth, [ev.label_set.names[k] for k in parts]).image
         kept = []
         if ev.options.preserve:

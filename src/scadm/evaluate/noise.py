@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from scadm.evaluate.context import Evaluation, Model, RenderItem
 from scadm.evaluate.report import ProtocolResult, Table, line_plot
@@ -36,9 +37,10 @@ def diversity_groups(ev: Evaluation, model: Model):
 def run_noise(ev: Evaluation, figures: Path) -> ProtocolResult:
     o = ev.options
     gpu = ev.models[0].pipe.device.type == "cuda"
-    rows, metrics = [], {}
+    rows: list[list] = []
+    metrics: dict[str, dict[str, Any]] = {}
     for model in ev.models:
-        per_steps = {}
+        per_steps: dict[int, dict[str, Any]] = {}
         seconds_per_image(ev, model, o.render.sampler, 2, o.render.guidance, 1, batch=1)  # warm-up
         for steps in o.noise_steps:
             images = noise_samples(ev, model, steps)
@@ -59,21 +61,23 @@ def run_noise(ev: Evaluation, figures: Path) -> ProtocolResult:
                   figures / f"noise-samples-{model.name}.png", label_set=ev.label_set,
                   col_labels=["mask"] + [f"seed {k}" for k in range(o.diversity_samples)],
                   title=f"{model.name}: random styles, {o.render.label()}")
-    steps = list(o.noise_steps)
+    step_counts = list(o.noise_steps)
+    fastest = min(step_counts)
     figs = []
     for field, label in (("fid", "FID"), ("seconds_per_image", "s / image" if gpu else "time ÷ time at "
-                                                                  f"{min(steps)} steps")):
+                                                                  f"{fastest} steps")):
         name = f"noise-{field}-vs-steps.png"
         series = {m: [r["steps"][s][field] if gpu or field == "fid" else
-                      r["steps"][s][field] / r["steps"][min(steps)][field] for s in steps]
+                      r["steps"][s][field] / r["steps"][fastest][field] for s in step_counts]
                   for m, r in metrics.items()}
         if field == "fid" and not o.fid:
             continue
-        line_plot(figures / name, steps, series, "diffusion steps", label, f"{label} vs steps (Fig. 8)", logx=True)
+        line_plot(figures / name, step_counts, series, "diffusion steps", label, f"{label} vs steps (Fig. 8)",
+                  logx=True)
         figs.append((name, f"{label} against the number of steps"))
     figs += [(f"noise-samples-{m.name}.png", f"{m.name}: {o.diversity_samples} samples per mask")
              for m in ev.models]
-    time_col = "s / image" if gpu else f"time ÷ {min(steps)} steps"
+    time_col = "s / image" if gpu else f"time ÷ {fastest} steps"
     tables = [Table("Noise-based generation vs steps", ["model", "steps", "FID ↓", "mIoU % ↑", "accuracy % ↑",
                                                         time_col], rows,
                     f"{o.render.sampler}, g={o.render.guidance:g}; FID on {len(ev.faces)} samples vs "

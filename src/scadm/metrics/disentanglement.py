@@ -90,16 +90,16 @@ def swap_locality(result: np.ndarray, reconstruction: np.ndarray, labels: np.nda
     inside, leakage = region_change(result, reconstruction, np.isin(labels, parts))
     shown = [k for k in parts if (labels == k).any() and (reference_labels == k).any()]
     target = {k: part_colour(reference, reference_labels, k) for k in shown}
-    ref = (colour_distance(reconstruction, labels, target), colour_distance(result, labels, target)) if target \
-        else (None, None)
+    ref_before, ref_after = (colour_distance(reconstruction, labels, target),
+                             colour_distance(result, labels, target)) if target else (None, None)
     if truth is None:
-        return SwapLocality(inside, leakage, *ref)
+        return SwapLocality(inside, leakage, ref_before, ref_after)
     inside_truth = {k: part_colour(truth, labels, k) for k in parts if (labels == k).any()}
     others = {k: part_colour(truth, labels, k) for k in np.unique(labels) if k not in parts}
     gt_leakage = None
     if others:
         gt_leakage = colour_distance(result, labels, others) - colour_distance(reconstruction, labels, others)
-    return SwapLocality(inside, leakage, *ref, colour_distance(reconstruction, labels, inside_truth),
+    return SwapLocality(inside, leakage, ref_before, ref_after, colour_distance(reconstruction, labels, inside_truth),
                         colour_distance(result, labels, inside_truth), gt_leakage)
 
 

@@ -61,7 +61,7 @@ def _vgg16() -> nn.ModuleList:
     """VGG16 features cut after relu1_2, relu2_2, relu3_3, relu4_3, relu5_3."""
     slices, c_in = [], 3
     for i, block in enumerate(VGG_BLOCKS):
-        layers = [nn.MaxPool2d(2, 2)] if i else []
+        layers: list[nn.Module] = [nn.MaxPool2d(2, 2)] if i else []
         for c_out in block:
             layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU()]
             c_in = c_out
@@ -69,8 +69,16 @@ def _vgg16() -> nn.ModuleList:
     return nn.ModuleList(slices)
 
 
+def _out_channels(block: nn.Module) -> int:
+    """A slice's output channels: its last convolution's (only a ReLU follows it)."""
+    return [m for m in block.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
+
+
 class LPIPS(nn.Module):
     """Perceptual distance of image pairs (N, 3, H, W) in [-1, 1] -> (N,). Random until loaded."""
+
+    shift: torch.Tensor  # buffers, registered in __init__
+    scale: torch.Tensor
 
     def __init__(self, net: str = "alex"):
         super().__init__()
@@ -78,7 +86,7 @@ class LPIPS(nn.Module):
             raise InputError(f"net must be one of {tuple(LPIPS_FILES)}, got {net!r}")
         self.net = net
         self.slices = _alexnet() if net == "alex" else _vgg16()
-        channels = [s[-2].out_channels for s in self.slices]
+        channels = [_out_channels(s) for s in self.slices]
         self.heads = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in channels)
         self.register_buffer("shift", torch.tensor(SHIFT).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor(SCALE).view(1, 3, 1, 1), persistent=False)
@@ -99,7 +107,7 @@ class LPIPS(nn.Module):
         if x0.shape != x1.shape or x0.ndim != 4 or x0.shape[1] != 3:
             raise InputError(f"LPIPS needs two (N, 3, H, W) batches of one shape, got "
                              f"{tuple(x0.shape)} and {tuple(x1.shape)}")
-        total = 0
+        total = torch.zeros(())
         for f0, f1, head in zip(self.features(x0), self.features(x1), self.heads, strict=True):
             n0 = f0 / (f0.square().sum(1, keepdim=True).sqrt() + 1e-10)
             n1 = f1 / (f1.square().sum(1, keepdim=True).sqrt() + 1e-10)

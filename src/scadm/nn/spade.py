@@ -62,4 +62,4 @@ class SPADEGroupNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x (B, channels, h, w); mask (B, num_classes, H, W) at any resolution."""
-        return self.modulate(x, self.modulation(resize_mask(mask.to(x.dtype), x.shape[-2:])))
+        return self.modulate(x, self.modulation(resize_mask(mask.to(x.dtype), (x.shape[-2], x.shape[-1]))))

@@ -112,9 +112,9 @@ def remove_leftovers(root: Path) -> None:
 
 def complete_checkpoints(root: Path) -> list[Path]:
     """Renamed-into-place checkpoint folders (those with a manifest), oldest first."""
-    found = [p for p in Path(root).iterdir() if p.is_dir() and _NAME.match(p.name)
-             and (p / MANIFEST).is_file()] if Path(root).is_dir() else []
-    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
+    steps = {p: int(m.group(1)) for p in (Path(root).iterdir() if Path(root).is_dir() else ())
+             if p.is_dir() and (m := _NAME.match(p.name)) and (p / MANIFEST).is_file()}
+    return sorted(steps, key=steps.__getitem__)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
