@@ -275,7 +275,7 @@ def vq_from_ldm(state: dict[str, torch.Tensor], levels: int) -> dict[str, torch.
 def _class_count_in(state: dict, expected: dict, configured: int) -> int | None:
     """The checkpoint's class count, when every mis-shaped tensor differs from the config's only
     in dimensions of the configured class count (else None: some other setting is wrong)."""
-    found = set()
+    found: set[int] = set()
     for k, v in expected.items():
         if k in state and state[k].shape != v.shape:
             if state[k].dim() != v.dim():

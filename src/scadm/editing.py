@@ -54,15 +54,16 @@ def edit_codes(
 
     if mode == "reconstruct":
         return target, ["reconstruction"]
+    if mode == "random":
+        return target.randomize(range(target.tokens.shape[1])), ["random"]
+    if mode == "mix":
+        source = reference if reference is not None else target
+        return source.randomize(parts or ()), ["random parts"]
+    assert reference is not None  # swap, partial and interpolate need one: refused above
     if mode == "swap":
         return reference, ["total swap"]
     if mode == "partial":
-        return target.swap(reference, parts), ["partial swap"]
-    if mode == "mix":
-        source = reference if reference is not None else target
-        return source.randomize(parts), ["random parts"]
-    if mode == "random":
-        return target.randomize(range(target.tokens.shape[1])), ["random"]
+        return target.swap(reference, parts or ()), ["partial swap"]
     codes = [target.interpolate(reference, a, parts) for a in alphas]
     return type(target).cat(codes), [f"alpha={a:g}" for a in alphas]
 

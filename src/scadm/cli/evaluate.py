@@ -74,9 +74,7 @@ def _numbers(flag: str, text: str, kind=int) -> tuple:
     return values
 
 
-def _part_sets(specs: list[str] | None) -> dict | None:
-    if not specs:
-        return None
+def _part_sets(specs: list[str]) -> dict[str, tuple[str, ...]]:
     sets = {}
     for spec in specs:
         name, sep, parts = spec.partition("=")

@@ -258,7 +258,7 @@ def _sample(args) -> int:
         reference = pipe.encode_style(*_read_face(pipe, args.reference, args.reference_mask, "--reference"))
     out = Path(args.out)
     for mask_path in args.masks:
-        notes = []
+        notes: list[str] = []
         labels = read_mask(mask_path, pipe.label_set, size=pipe.image_size, notes=notes)[None]
         _print_notes(notes)
         code = reference if reference is not None else pipe.blank_style(labels)
@@ -281,10 +281,11 @@ def _edit(args) -> int:
     from ..figures import save_grid
     from ..io import mask_to_rgb, read_mask, save_image
 
-    edit_settings, file_keys = None, ()
+    edit_settings: EditSettings | None = None
+    file_keys: set[str] = set()
     if args.settings:
         data = read_settings_file(args.settings)
-        edit_settings, file_keys = EditSettings.from_json(data, source=args.settings), data.keys()
+        edit_settings, file_keys = EditSettings.from_json(data, source=args.settings), set(data)
         args.mode = "settings"
     base = edit_settings.render if edit_settings is not None else RenderSettings()
     settings, note = render_settings(args, base, file_keys, args.settings)
@@ -311,15 +312,15 @@ def _edit(args) -> int:
     if reference is not None and parts and args.mode in ("partial", "interpolate"):
         missing = absent_parts(reference, parts)
         if missing:
-            names = ", ".join(pipe.label_set.names[p] for p in missing)
-            print(f"note: the reference has no {names}; those parts get the encoder's absent-class style")
+            absent = ", ".join(pipe.label_set.names[p] for p in missing)
+            print(f"note: the reference has no {absent}; those parts get the encoder's absent-class style")
     preserve = _preserve(args, image, labels)
     if preserve is None and edit_settings is not None and edit_settings.preserve:  # replay the editor's choice
         from ..regions import Preserve
 
         preserve = Preserve(image, labels, edit_settings.margin)
     if args.edited_mask:
-        notes = []
+        notes: list[str] = []
         labels = read_mask(args.edited_mask, pipe.label_set, size=pipe.image_size, notes=notes)[None]
         _print_notes(notes)
 

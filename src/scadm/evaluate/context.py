@@ -217,14 +217,15 @@ class Evaluation:
 
     def parse(self, images: np.ndarray, key: dict) -> np.ndarray | None:
         """The face parser's label maps (N, H, W) of `images`, cached."""
-        if self.parser is None:
+        parser = self.parser
+        if parser is None:
             return None
 
         def run() -> np.ndarray:
             out, b = [], self.options.batch
             for s in range(0, len(images), b):
                 x = torch.from_numpy(images[s:s + b]).permute(0, 3, 1, 2).float() / 127.5 - 1
-                out.append(np.asarray(self.parser(x.to(self.options.device)).cpu()))
+                out.append(np.asarray(parser(x.to(self.options.device)).cpu()))
             return np.concatenate(out)
 
         return self.cache.array({"parser": self.options.parser, "parser_weights": self._parser_fingerprint, **key}, run)

@@ -32,7 +32,8 @@ def reconstructions(ev: Evaluation, model: Model, settings=None) -> np.ndarray:
     return ev.render(model, "reconstruction", ev.face_items(), lambda it: code.index(it.face), settings)
 
 
-def partial_swaps(ev: Evaluation, model: Model, parts: list[int], settings=None, preserve: bool = False) -> np.ndarray:
+def partial_swaps(ev: Evaluation, model: Model, parts: list[int] | None, settings=None,
+                  preserve: bool = False) -> np.ndarray:
     """Face i with the styles of `parts` (all if None) from face i + 1; `preserve`: region-preserving
     (beyond the paper: the target's own pixels outside the parts plus the default margin)."""
     code, n = ev.styles(model), len(ev.faces)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -54,7 +55,7 @@ def run_timing(ev: Evaluation, figures: Path) -> ProtocolResult:
     o = ev.options
     gpu = ev.models[0].pipe.device.type == "cuda"
     guidances = sorted({1.0, o.render.guidance})
-    rows = []
+    rows: list[dict[str, Any]] = []
     for model in ev.models:
         for sampler in o.timing_samplers:
             seconds_per_image(ev, model, sampler, min(o.timing_steps), o.render.guidance, 1)  # warm-up

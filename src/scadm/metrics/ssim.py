@@ -24,10 +24,10 @@ WINDOW = 11  # torchmetrics derives the Gaussian's taps from sigma: 2 * int(3.5 
 
 
 def _unit_range(images: np.ndarray) -> torch.Tensor:
-    images = torch.as_tensor(np.asarray(images))
-    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise InputError(f"images: expected uint8 (N, H, W, 3), got {images.dtype} {tuple(images.shape)}")
-    return images.permute(0, 3, 1, 2).double() / 255
+    x = torch.as_tensor(np.asarray(images))
+    if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+        raise InputError(f"images: expected uint8 (N, H, W, 3), got {x.dtype} {tuple(x.shape)}")
+    return x.permute(0, 3, 1, 2).double() / 255
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:

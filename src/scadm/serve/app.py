@@ -21,6 +21,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 import numpy as np
@@ -75,7 +76,7 @@ class Models:
 
     def __init__(self, folder: str | Path, device: str):
         self.folder, self.device = str(folder), device
-        self._pipes = {}
+        self._pipes: dict[str, SCADMPipeline] = {}
 
     def __getitem__(self, dtype: str) -> SCADMPipeline:
         if dtype not in self._pipes:
@@ -198,7 +199,7 @@ def build_app(models: Models) -> gr.Blocks:
 
     def target_outputs(face: Face | None, line: str, image_file=None, mask_file=None, example=None):
         if face is None:
-            cleared = {"background": None, "layers": [], "composite": None}
+            cleared: dict[str, Any] = {"background": None, "layers": [], "composite": None}
             return None, None, None, cleared, "", line, example, image_file, mask_file
         if isinstance(face, Face):
             return (face, face.labels, show_face(face), editor_value(face, face.labels),

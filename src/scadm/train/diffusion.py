@@ -89,7 +89,8 @@ class LatentCache:
     FILL_CHUNK = 256
 
     def __init__(self, vqvae: VQModel):
-        self.vqvae, self.latents = vqvae, {}
+        self.vqvae = vqvae
+        self.latents: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
     def __call__(self, keys: list, image: torch.Tensor) -> torch.Tensor:
@@ -307,8 +308,8 @@ def _init_from_pipeline(unet, style_encoder, folder: Path) -> None:
 
 
 def _check_compatible(config: Config, unet, vqvae: VQModel, label_set: LabelSet, source) -> None:
-    if vqvae.config.latent_channels != unet.config.in_channels:
-        raise InputError(f"--vq {source}: latent_channels {vqvae.config.latent_channels} != "
+    if vqvae.config["latent_channels"] != unet.config.in_channels:
+        raise InputError(f"--vq {source}: latent_channels {vqvae.config['latent_channels']} != "
                          f"model.unet.in_channels {unet.config.in_channels}")
     f = downsampling_factor(vqvae) * 2 ** (len(unet.config.channel_mult) - 1)
     if config.data.size % f:

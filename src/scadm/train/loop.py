@@ -161,8 +161,8 @@ def fit(accelerator: Accelerator, task: Task, optimizer, cfg: OptimConfig, strea
 
         if step % cfg.log_every == 0 or step == max_steps:
             names = list(window[0])
-            means = torch.stack([torch.stack([w[k].float() for w in window]).mean() for k in names])
-            means = accelerator.reduce(means, "mean").tolist()  # over ranks
+            local = torch.stack([torch.stack([w[k].float() for w in window]).mean() for k in names])
+            means = accelerator.reduce(local, "mean").tolist()  # over ranks
             now = time.perf_counter()
             steps_per_s = len(window) / cfg.grad_accum / (now - tick)
             metrics = {**dict(zip(names, means, strict=True)), "lr": scheduler.get_last_lr()[0],
