@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from scadm.train import diffusion
 from scadm.train import data as train_data
+from scadm.train import diffusion
 from scadm.train.config import load_config
 
 seen: list[list[int]] = []

@@ -57,10 +57,10 @@ def test_two_processes_share_every_epoch_between_them(runs):
     zero, one = runs[0]["seen"], runs[1]["seen"]
     assert len(zero) == len(one) > 0
     # batch i of every rank together is the step's slice of the epoch's order
-    slices = [a + b for a, b in zip(zero, one)]
-    assert all(not set(a) & set(b) for a, b in zip(zero, one))  # different samples on each rank
+    slices = [a + b for a, b in zip(zero, one, strict=True)]
+    assert all(not set(a) & set(b) for a, b in zip(zero, one, strict=True))  # different samples on each rank
     per_epoch = NUM_SAMPLES // len(slices[0])
-    epochs = [sum(slices[e:e + per_epoch], []) for e in range(0, len(slices), per_epoch)]
+    epochs = [[i for s in slices[e:e + per_epoch] for i in s] for e in range(0, len(slices), per_epoch)]
     assert epochs and all(sorted(epoch) == list(range(NUM_SAMPLES)) for epoch in epochs)  # together, all
 
 
