@@ -52,8 +52,8 @@ def relabel_unet(unet: SCADMUNet, perm: Sequence[int]) -> SCADMUNet:
     out = copy.deepcopy(unet)
     for module in out.modules():
         if isinstance(module, SPADEGroupNorm):
-            conv = module.mlp_shared[0]
-            conv.weight.data = conv.weight.data[:, perm].contiguous()
+            weight = module.mlp_shared[0].get_parameter("weight")  # the conv that reads the mask
+            weight.data = weight.data[:, perm].contiguous()
     return out
 
 
@@ -87,6 +87,8 @@ def relabel_parser(net: ProceduralParserNet, perm: Sequence[int]) -> ProceduralP
     """A copy of `net` whose output channel k is the old channel perm[k]."""
     perm = _check(perm, net.config.num_classes)
     out = copy.deepcopy(net)
-    out.head.weight.data = out.head.weight.data[perm].contiguous()
-    out.head.bias.data = out.head.bias.data[perm].contiguous()
+    head = out.head
+    head.weight.data = head.weight.data[perm].contiguous()
+    if head.bias is not None:
+        head.bias.data = head.bias.data[perm].contiguous()
     return out

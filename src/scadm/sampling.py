@@ -16,7 +16,8 @@ their float32 `alphas_cumprod` (`scadm.schedule.NoiseSchedule`):
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
-from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, SchedulerMixin
+from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
+from diffusers.schedulers.scheduling_dpmsolver_multistep import DPMSolverMultistepScheduler
 from tqdm.auto import tqdm
 
 from scadm.errors import InputError
@@ -28,6 +29,8 @@ Progress = bool | Callable[[int, int], None]  # tqdm on/off, or a callback(steps
 #: after each step: on_step(step_index, t, x) -> x (the same tensor or a replacement), where t is the
 #: timestep the step started from; the pipeline's `callback_on_step_end` runs through it
 OnStep = Callable[[int, int, torch.Tensor], torch.Tensor]
+# The diffusers schedulers make_scheduler builds (SchedulerMixin declares neither step nor set_timesteps).
+Scheduler = DDPMScheduler | DPMSolverMultistepScheduler
 
 DEFAULT = RenderSettings()
 
@@ -201,7 +204,7 @@ def sample_ddim(
     return x
 
 
-def make_scheduler(schedule: NoiseSchedule, sampler: str, **config) -> SchedulerMixin:
+def make_scheduler(schedule: NoiseSchedule, sampler: str, **config) -> Scheduler:
     """The diffusers scheduler of `sampler` ("ddpm" or "dpm++") on the authors' schedule exactly.
 
     Same betas ("scaled_linear" is diffusers' name for LDM's sqrt-spaced schedule), then the
@@ -218,6 +221,7 @@ def make_scheduler(schedule: NoiseSchedule, sampler: str, **config) -> Scheduler
         timestep_spacing="leading",
         steps_offset=1,
     )
+    scheduler: Scheduler
     if sampler == "ddpm":  # "fixed_small": the posterior variance tilde-beta (Ho et al. Eq. 7)
         scheduler = DDPMScheduler(**{**base, "variance_type": "fixed_small", "clip_sample": False, **config})
     elif sampler == "dpm++":  # "sigma_min": the last step lands on alpha_bar_0, where DDIM ends
@@ -233,7 +237,7 @@ def make_scheduler(schedule: NoiseSchedule, sampler: str, **config) -> Scheduler
 def sample_scheduler(
     eps_fn: EpsFn,
     x_T: torch.Tensor,
-    scheduler: SchedulerMixin,
+    scheduler: Scheduler,
     timesteps: Sequence[int],
     *,
     generators: Sequence[torch.Generator] | None = None,
@@ -251,7 +255,9 @@ def sample_scheduler(
     x = x_T
     for n, t in enumerate(_steps(scheduler.timesteps.tolist(), progress, type(scheduler).__name__)):
         eps = eps_fn(x, torch.full((x.shape[0],), t, device=x.device))
-        x = scheduler.step(eps, t, x, generator=noise_generators).prev_sample
+        # diffusers annotates `generator` as one Generator; its noise (randn_tensor) takes one per sample
+        x = scheduler.step(eps, t, x, generator=noise_generators,  # type: ignore[arg-type]
+                           return_dict=False)[0]
         if on_step is not None:
             x = on_step(n, t, x)
     return x

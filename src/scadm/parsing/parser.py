@@ -38,6 +38,10 @@ class FaceParser(nn.Module):
     size the logits travel back over the same pixel grid mapping the image took to get there.
     """
 
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
+    remap: torch.Tensor
+
     def __init__(self, net: nn.Module, input_size: int, mean: Sequence[float], std: Sequence[float],
                  to_celebamask_hq: Sequence[int] = tuple(range(NUM_CLASSES)), batch_size: int = 8,
                  align_corners: bool = False):
