@@ -8,6 +8,8 @@ from diffusers import DDIMScheduler
 from scadm.errors import InputError
 from scadm.sampling import (
     SAMPLERS,
+    ddim_coefficients,
+    ddim_sigmas,
     ddim_timesteps,
     guided_eps_fn,
     make_scheduler,
@@ -95,6 +97,24 @@ def test_ddim_two_steps_match_eq12_transcription(eta):
         x = torch.sqrt(a_prev) * x0 + torch.sqrt(1 - a_prev - sigma**2) * eps + sigma * z
     # float32 state vs float64 transcription: |x| ~ 7, two steps of ~1e-7 relative error (measured 8e-7)
     torch.testing.assert_close(got.double(), x, rtol=0, atol=1e-5)
+
+
+def test_ddim_factors_are_correctly_rounded_float32_for_a_float32_state_and_float64_for_float64():
+    a = SCHEDULE.alphas_cumprod
+    a_t, a_prev = a[[1, 501, 981]], a[[0, 1, 501]]
+    f32, f64 = ddim_coefficients(a_t, a_prev, 0.5), ddim_coefficients(a_t, a_prev, 0.5, torch.float64)
+    assert f32.dtype == torch.float32 and f64.dtype == torch.float64
+    # the authors' factors: NumPy's correctly rounded float32 square roots of float32 values
+    for column, value in enumerate([a_t, 1 - a_t, a_prev]):
+        rounded = np.sqrt(value.numpy().astype(np.float64)).astype(np.float32)
+        assert torch.equal(f32[:, column], torch.from_numpy(rounded))
+    assert torch.equal(f32[:, 4], ddim_sigmas(a_t, a_prev, 0.5))
+    # float64: the same alpha_bars, no float32 rounding (which would leave ~3e-8 relative)
+    a_t, a_prev = a_t.double(), a_prev.double()
+    sigma = 0.5 * torch.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
+    expected = torch.stack([a_t.sqrt(), (1 - a_t).sqrt(), a_prev.sqrt(), (1 - a_prev - sigma**2).sqrt(), sigma], 1)
+    torch.testing.assert_close(f64, expected, rtol=1e-15, atol=0)  # the same float64 ops
+    assert (f64 - f32.double()).abs().max() > 1e-9
 
 
 @pytest.mark.parametrize("eta", [0.0, 1.0])

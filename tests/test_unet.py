@@ -197,6 +197,15 @@ def test_timestep_embedding_is_cos_then_sin_in_float32():
     assert torch.equal(timestep_embedding(torch.tensor([0, 500]), 7, dtype=torch.bfloat16), emb)
 
 
+def test_float32_embedding_is_the_authors_float32_computation_bit_for_bit():
+    """Their checkpoints' parity depends on it: float32 frequencies, float32 arguments."""
+    t, half = torch.arange(0, 1000, 7), 16
+    freqs = torch.exp(-math.log(10_000) * torch.arange(half, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    expected = F.pad(torch.cat([torch.cos(args), torch.sin(args)], dim=-1), (0, 1))
+    assert torch.equal(timestep_embedding(t, 33), expected)
+
+
 def test_timestep_embedding_of_a_float64_model_is_float64():
     t = torch.arange(0, 1000, 37)
     emb = timestep_embedding(t, 33, dtype=torch.float64)
