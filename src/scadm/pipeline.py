@@ -36,7 +36,7 @@ from .models.loading import load_network
 from .models.style_encoder import StyleEncoder
 from .models.unet import SCADMUNet
 from .regions import Preserve, blend, default_margin, edited_classes, edited_region, latent_keep, pixel_weight
-from .sampling import Progress, ddim_timesteps, guided_eps_fn, randn, sample
+from .sampling import OnStep, Progress, ddim_timesteps, guided_eps_fn, randn, sample
 from .schedule import NoiseSchedule
 from .settings import RenderSettings, check_seed, dtype_name
 from .style import StyleCode
@@ -275,13 +275,15 @@ class SCADMPipeline:
             x_T = randn(shape, generators, device=self.device, dtype=torch.float32).to(self.state_dtype)
         else:
             x_T = self._check_latents(latents, shape, "latents")
-        on_step = None
+        on_step: OnStep | None = None
         if callback_on_step_end is not None:
-            def on_step(step: int, t: int, x: torch.Tensor) -> torch.Tensor:
+            def from_callback(step: int, t: int, x: torch.Tensor) -> torch.Tensor:
                 returned = callback_on_step_end(self, step, t, {"latents": x}) or {}
                 if "latents" not in returned:
                     return x
                 return self._check_latents(returned["latents"], shape, "callback_on_step_end: latents")
+
+            on_step = from_callback
 
         kept = None if preserve is None else self._preserving(labels, style, preserve, settings, progress)
         if preserve is not None and kept is not None:
