@@ -46,6 +46,21 @@ def test_a_render_that_overflows_is_refused_not_clamped_to_a_flat_image(tiny_pip
             weight.copy_(saved)
 
 
+def test_render_check_flags_exactly_the_samples_with_non_finite_pixels():
+    """The per-sample sum is a fast screen; a huge but finite sample (its sum overflows) passes."""
+    from scadm.pipeline import check_rendered
+
+    images = torch.randn(6, 3, 8, 8)
+    images[1, 2, 3, 4] = float("nan")
+    images[2, 0, 0, 0], images[2, 0, 0, 1] = float("inf"), float("-inf")
+    images[4] = 3e38
+    reference = [i for i in range(6) if not torch.isfinite(images[i]).all()]
+    assert reference == [1, 2]
+    with pytest.raises(RenderError, match=r"in sample 1 \(seed 11\), sample 2 \(seed 12\), refused"):
+        check_rendered(images, list(range(10, 16)))
+    check_rendered(images[[0, 3, 4, 5]], [0, 1, 2, 3])
+
+
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpm++"])
 def test_every_sampler_renders_images_in_range(tiny_pipe, faces, sampler):
     image, labels = faces[0]
