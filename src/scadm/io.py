@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from scadm.errors import InputError
 from scadm.labels import CELEBAMASK_HQ, LabelSet, check_label_range, colorize
@@ -69,7 +69,7 @@ def _open(path: PathLike) -> _Source:
     return _Source(upright, path, fmt, wide)
 
 
-def _has_16bit_samples(img: Image.Image) -> bool:
+def _has_16bit_samples(img: ImageFile.ImageFile) -> bool:
     for tile in img.tile:
         args = tile[3] if len(tile) > 3 else None
         rawmode = args if isinstance(args, str) else (args[0] if args else "")
@@ -85,7 +85,7 @@ def _opaque(src: _Source) -> Image.Image:
     rgba = img.convert("RGBA") if keyed or img.mode == "PA" else img
     if rgba.mode not in ALPHA_MODES:
         return img
-    if rgba.getchannel(rgba.mode[-1]).getextrema()[0] < 255:
+    if np.asarray(rgba.getchannel(rgba.mode[-1])).min() < 255:
         raise InputError(
             f"{src.path}: has an alpha channel with transparent pixels; flatten it onto a"
             " background and save without alpha"
@@ -142,10 +142,10 @@ def read_image(path: PathLike, size: int | None = None) -> torch.Tensor:
 def _colour_lookup(rgb: np.ndarray, label_set: LabelSet) -> tuple[np.ndarray, np.ndarray]:
     """(..., 3) uint8 colours -> (labels, known) where `known` marks colours in the palette."""
     table = list(label_set.palette) + [c for c, _ in label_set.palette_aliases]
-    values = list(range(label_set.num_classes)) + [k for _, k in label_set.palette_aliases]
+    classes = list(range(label_set.num_classes)) + [k for _, k in label_set.palette_aliases]
     table_keys = np.array([(r << 16) | (g << 8) | b for r, g, b in table], dtype=np.int64)
     order = np.argsort(table_keys)
-    table_keys, values = table_keys[order], np.asarray(values, dtype=np.int64)[order]
+    table_keys, values = table_keys[order], np.asarray(classes, dtype=np.int64)[order]
     rgb = rgb.astype(np.int64)
     keys = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
     pos = np.minimum(np.searchsorted(table_keys, keys), len(table_keys) - 1)

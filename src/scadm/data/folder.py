@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import random
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Sized
 from pathlib import Path
 from typing import NamedTuple
 
@@ -42,7 +42,7 @@ FLIP_PROBABILITY = 0.5
 NAMES_SHOWN = 5  # unmatched names quoted in a report; the rest are counted
 CONFIG_KEYS = ("classes", "palette", "flip_pairs")
 
-FlipPairs = Sequence[tuple[str | int, str | int]]
+FlipPairs = Sequence[Sequence[str | int]]  # pairs of class names or indices; flip_table checks them
 
 
 class Problem(NamedTuple):
@@ -305,6 +305,13 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+def num_items(dataset: Dataset) -> int:
+    """The length of a map-style dataset (torch's Dataset type declares no __len__)."""
+    if not isinstance(dataset, Sized):
+        raise InputError(f"data: {type(dataset).__name__} has no length; scadm reads map-style datasets")
+    return len(dataset)
+
+
 def make_loader(
     dataset: Dataset,
     batch_size: int,
@@ -326,7 +333,7 @@ def make_loader(
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=SeededSampler(len(dataset), seed, shuffle),
+        sampler=SeededSampler(num_items(dataset), seed, shuffle),
         num_workers=num_workers,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=num_workers > 0,

@@ -58,16 +58,23 @@ class DataSpec:
     def procedural(self) -> bool:
         return self.kind == "procedural"
 
+    @property
+    def folder(self) -> Path:
+        """The root of a "folder" spec (`parse` always gives one)."""
+        if self.root is None:
+            raise InputError("--data: a folder of faces needs its path")
+        return Path(self.root)
+
     def describe(self) -> dict:
         if self.procedural:
             return {"kind": "procedural", "num": self.num, "first_seed": self.first_seed}
-        return {"kind": "folder", "root": str(Path(self.root).resolve()), "split": self.split,
+        return {"kind": "folder", "root": str(self.folder.resolve()), "split": self.split,
                 "num": self.num, "test_ids_only": self.test_ids_only}
 
     def title(self) -> str:
         if self.procedural:
             return f"{self.num} held-out procedural faces (seeds {self.first_seed}..{self.first_seed + self.num - 1})"
-        where = Path(self.root) / self.split if self.split else Path(self.root)
+        where = self.folder / self.split if self.split else self.folder
         return f"the first {self.num} faces of {where}"
 
 
@@ -79,7 +86,7 @@ def load_faces(spec: DataSpec, size: int, label_set: LabelSet) -> list[Face]:
             f = render_face(spec.first_seed + i, size)
             faces.append(Face(f"seed{f.seed}", f.image, f.labels, f))
         return faces
-    folder = FaceFolder(spec.root, size=size, label_set=label_set, split=spec.split)
+    folder = FaceFolder(spec.folder, size=size, label_set=label_set, split=spec.split)
     names = folder.names
     if spec.test_ids_only:
         train = [n for n in names if not n.isdigit() or int(n) < TEST_START]

@@ -68,7 +68,8 @@ class SelfAttention(CrossAttention):
     def __init__(self, dim: int, heads: int, dim_head: int, dropout: float = 0.0):
         super().__init__(dim, dim, heads, dim_head, dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    # Narrower than CrossAttention.forward on purpose: self-attention has no separate context.
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return super().forward(x, x)
 
 
@@ -89,7 +90,8 @@ class MaskedCrossAttention(CrossAttention):
     vectorised masked softmax.
     """
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor,
+    # Wider than CrossAttention.forward on purpose: the class mask is this layer's whole point.
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor,  # type: ignore[override]
                 hard: bool | None = None) -> torch.Tensor:
         """x (B, N, query_dim) tokens; context (B, C, context_dim); mask (B, C, N) class
         membership of each token; hard: whether the mask is one-hot or empty (checked if None)."""
@@ -183,6 +185,14 @@ class TransformerBlock(nn.Module):
         return x + self.ff(self.norm3(x))
 
 
+def _masked_attention(block: nn.Module) -> MaskedCrossAttention:
+    """The cross-attention of a TransformerBlock built with mask_attention."""
+    attn = block.get_submodule("attn2")
+    if not isinstance(attn, MaskedCrossAttention):
+        raise TypeError(f"{type(attn).__name__}: not mask-conditioned")
+    return attn
+
+
 class SpatialTransformer(nn.Module):
     """GroupNorm, 1x1 proj_in, transformer blocks over the h*w tokens, 1x1 proj_out (zero-init),
     plus the input: a fresh layer is the identity."""
@@ -209,9 +219,9 @@ class SpatialTransformer(nn.Module):
             token_mask = mask.flatten(2)  # (B, C, h*w)
             if hard is None:
                 hard = is_one_hot_or_empty(token_mask)
-        crosses = [None] * len(self.transformer_blocks)
+        crosses: list[torch.Tensor | None] = [None] * len(self.transformer_blocks)
         if token_mask is not None and hard:
-            crosses = [block.attn2.hard_output(context, token_mask) for block in self.transformer_blocks]
+            crosses = [_masked_attention(block).hard_output(context, token_mask) for block in self.transformer_blocks]
         return token_mask, hard, crosses
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None,

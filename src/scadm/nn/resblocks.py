@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scadm.errors import InputError
 from scadm.nn.spade import NORM_GROUPS, SPADE_HIDDEN_CHANNELS, SPADEGroupNorm, resize_mask
 
 MAX_PERIOD = 10_000
@@ -117,7 +118,9 @@ class SPADEResBlock(nn.Module):
         """x (B, channels, h, w), emb (B, emb_channels), mask (B, num_classes, H, W), or instead
         `condition`, what `condition(mask at (h, w))` returned."""
         if condition is None:
-            condition = self.condition(resize_mask(mask.to(x.dtype), x.shape[-2:]))
+            if mask is None:
+                raise InputError("mask: required by a SPADE block (or its condition)")
+            condition = self.condition(resize_mask(mask.to(x.dtype), (x.shape[-2], x.shape[-1])))
         h = self.in_norm.modulate(x, condition[0])
         h = self.in_layers(h) + self.emb_layers(emb)[:, :, None, None]
         h = self.out_layers(self.out_norm.modulate(h, condition[1]))

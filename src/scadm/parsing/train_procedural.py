@@ -115,7 +115,7 @@ def train_procedural_parser(out: str | Path, steps: int = 1500, batch_size: int 
         optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     data = SyntheticFaces(steps * batch_size, size=config.image_size, seed=TRAIN_DATA_SEED)
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
-    start, running = time.perf_counter(), None
+    start, running = time.perf_counter(), math.nan
     for step, batch in enumerate(loader, start=1):
         logits = net(degrade(batch["image"], generator))
         loss = F.cross_entropy(logits, batch["labels"])
@@ -123,7 +123,7 @@ def train_procedural_parser(out: str | Path, steps: int = 1500, batch_size: int 
         loss.backward()
         optimizer.step()
         schedule.step()
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        running = loss.item() if step == 1 else 0.95 * running + 0.05 * loss.item()
         if step % 100 == 0 or step == steps:
             log(f"step {step}/{steps}: loss {running:.4f}, {time.perf_counter() - start:.0f} s")
             save_procedural_net(net, out)

@@ -155,7 +155,7 @@ def build_app(models: Models) -> gr.Blocks:
     label_set, size = pipe.label_set, pipe.image_size
     scale = editor.display_scale(size)
     names = list(label_set.names)
-    colours = [_rgb(c) for c in label_set.palette]
+    colours: list[str | tuple[str, float]] = [_rgb(c) for c in label_set.palette]
     outdir = Path(tempfile.mkdtemp(prefix="scadm-serve-"))
     on_gpu = pipe.device.type == "cuda"
 

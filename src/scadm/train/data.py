@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from scadm.data.folder import FaceFolder, SeededSampler
+from scadm.data.folder import FaceFolder, SeededSampler, num_items
 from scadm.data.synthetic import SyntheticFaces
 from scadm.errors import InputError
 from scadm.labels import CELEBAMASK_HQ, LabelSet
@@ -34,11 +34,11 @@ class CachedDataset(Dataset):
         self.items: dict[int, dict] = {}
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return num_items(self.dataset)
 
     @property
     def filled(self) -> bool:
-        return len(self.items) == len(self.dataset)
+        return len(self.items) == num_items(self.dataset)
 
     def fill(self, num_workers: int, progress: bool = True) -> None:
         """Read every item once, in `num_workers` processes: 20,000 procedural faces take over three
@@ -76,19 +76,22 @@ def build_datasets(data: DataConfig) -> tuple[Dataset, Dataset, LabelSet]:
     if data.kind == "synthetic":
         train = SyntheticFaces(data.num, data.size, data.seed)
         holdout = SyntheticFaces(data.holdout_num, data.size, data.holdout_seed)
-        if data.cache:
-            train = CachedDataset(train)
-            if data.num_workers > 0:
-                train.fill(data.num_workers)
-        return train, holdout, CELEBAMASK_HQ
+        if not data.cache:
+            return train, holdout, CELEBAMASK_HQ
+        cached = CachedDataset(train)
+        if data.num_workers > 0:
+            cached.fill(data.num_workers)
+        return cached, holdout, CELEBAMASK_HQ
+    if data.root is None:  # check_config refuses this first; a DataConfig built in code may not be checked
+        raise InputError("data.root is required for data.kind 'folder'")
     if data.labels:
-        train = FaceFolder.from_config(data.root, data.labels, size=data.size, split=data.split, flip=data.flip)
+        folder = FaceFolder.from_config(data.root, data.labels, size=data.size, split=data.split, flip=data.flip)
     else:
-        train = FaceFolder(data.root, size=data.size, split=data.split, flip=data.flip)
+        folder = FaceFolder(data.root, size=data.size, split=data.split, flip=data.flip)
     if data.holdout_split is None:  # no held-out split: evaluate on the first training images
-        return train, train, train.label_set
-    holdout = FaceFolder(data.root, size=data.size, label_set=train.label_set, split=data.holdout_split)
-    return train, holdout, train.label_set
+        return folder, folder, folder.label_set
+    held_out = FaceFolder(data.root, size=data.size, label_set=folder.label_set, split=data.holdout_split)
+    return folder, held_out, folder.label_set
 
 
 def loader_workers(data: DataConfig) -> int:
@@ -98,7 +101,7 @@ def loader_workers(data: DataConfig) -> int:
 
 def holdout_batch(dataset: Dataset, num: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first `num` held-out items as (images (B,3,H,W), labels (B,H,W))."""
-    items = [dataset[i] for i in range(min(num, len(dataset)))]
+    items = [dataset[i] for i in range(min(num, num_items(dataset)))]
     return torch.stack([x["image"] for x in items]), torch.stack([x["labels"] for x in items])
 
 
@@ -132,14 +135,14 @@ class BatchStream:
 
     def __init__(self, dataset: Dataset, batch_size: int, seed: int, num_workers: int,
                  rank: int = 0, world: int = 1):
-        if len(dataset) < batch_size * world:
-            raise InputError(f"data: {len(dataset)} training items, fewer than one step's "
+        if num_items(dataset) < batch_size * world:
+            raise InputError(f"data: {num_items(dataset)} training items, fewer than one step's "
                              f"batch_size x processes = {batch_size * world}")
-        self.batches = ShardedBatches(len(dataset), batch_size, seed, rank, world)
+        self.batches = ShardedBatches(num_items(dataset), batch_size, seed, rank, world)
         self.loader = DataLoader(dataset, batch_sampler=self.batches, num_workers=num_workers,
                                  pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0)
         self.epoch, self.position = 0, 0
-        self._iter = None
+        self._iter: Iterator[dict] | None = None
 
     def state(self) -> dict:
         return {"epoch": self.epoch, "position": self.position}

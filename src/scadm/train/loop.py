@@ -165,7 +165,7 @@ def fit(accelerator: Accelerator, task: Task, optimizer, cfg: OptimConfig, strea
             means = accelerator.reduce(local, "mean").tolist()  # over ranks
             now = time.perf_counter()
             steps_per_s = len(window) / cfg.grad_accum / (now - tick)
-            metrics = {**dict(zip(names, means, strict=True)), "lr": scheduler.get_last_lr()[0],
+            metrics = {**dict(zip(names, means, strict=True)), "lr": float(scheduler.get_last_lr()[0]),
                        "steps_per_s": steps_per_s,
                        "images_per_s": steps_per_s * cfg.grad_accum * stream.batches.per_step}
             accelerator.log(metrics, step=step)
