@@ -13,11 +13,14 @@ test: $(STAMP)
 setup: $(STAMP)
 
 # ruff (lint and format check) on src and tests, mypy on src (configured in pyproject.toml).
-lint: $(STAMP)
-	$(VENV)/bin/pip install --quiet -e ".[lint]"
+lint: $(VENV)/.lint-stamp
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/ruff format --check src tests
 	$(VENV)/bin/mypy
+
+$(VENV)/.lint-stamp: $(STAMP) pyproject.toml
+	$(VENV)/bin/pip install --quiet -e ".[lint]"
+	touch $@
 
 # torch is pinned to the CPU build first so that no CUDA build is pulled in by a dependency.
 $(STAMP): pyproject.toml
