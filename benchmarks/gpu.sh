@@ -5,10 +5,14 @@
 # that overruns (compilation) loses only its own numbers; each stage's JSON is written as it ends.
 #
 #   bash benchmarks/gpu.sh                       # the face config, sized for one 8-minute call
-#   CONFIG=toy DEVICE=cpu bash benchmarks/gpu.sh # the dry run on a CPU (a minute or two)
+#   CONFIG=toy DEVICE=cpu bash benchmarks/gpu.sh # the dry run on a CPU (minutes; compiling dominates)
 #
-# Needs: torch, diffusers, accelerate, tqdm, pyyaml, safetensors (all on the device image);
-# PYTHONPATH is set here to the repository's src/ and root.
+# Needs torch, diffusers, accelerate, tqdm, pyyaml, safetensors. The lent H200's image has all but
+# diffusers and importlib_metadata (device README: carry them as wheels). Before the call, here:
+#   echo /.whl/ >> .git/info/exclude
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux2014_x86_64 -d .whl diffusers==0.42.1 importlib_metadata
+# then call the device tool with carry [".whl"]; this script installs them to /tmp/site.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench-out}
@@ -17,6 +21,11 @@ DEVICE=${DEVICE:-cuda}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if ls .whl/*.whl > /dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+$PY -c "import diffusers" || { echo "diffusers missing: carry it as a wheel (see the top of this script)"; exit 1; }
 
 GRAPHS=,bf16+graphs
 [ "$DEVICE" = cpu ] && GRAPHS=   # CUDA graphs exist only on a GPU
