@@ -8,8 +8,9 @@ then samples from the inverted noise and, after every step, puts the target's ow
 outside the edited region (Avrahami et al. 2023, "Blended latent diffusion", with the inverted
 trajectory instead of re-noised copies), so the outside stays on the target's path.
 
-Plain DDIM inversion evaluates eps at the point it starts from, not the one it lands on; under
-guidance g != 1 that mismatch is amplified and the round trip drifts. We solve each step's implicit
+Plain DDIM inversion evaluates eps at the point it starts from, not the one it lands on, and the
+round trip drifts (by 15 % of the latent's spread on the demo model at 25 steps, at g = 1 and
+g = 1.2 alike; guidance amplifies the mismatch in general). We solve each step's implicit
 equation x_k = step^-1(x_{k-1}, eps(x_k, t_k)) by fixed-point iteration (Pan et al. 2023, "AIDI";
 Garibi et al. 2024, "ReNoise"): exact in the limit, with the same eps_fn and guidance the sampler
 uses, and no per-image optimisation (null-text) or coupled second chain (EDICT). The number of

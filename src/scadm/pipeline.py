@@ -287,7 +287,7 @@ class SCADMPipeline:
 
         kept = None if preserve is None else self._preserving(labels, style, preserve, settings, progress)
         if preserve is not None and kept is not None:
-            (start, keep_step), trajectory = kept[0], kept[3]
+            start, keep_step, target, weight, trajectory = kept
             if latents is None and not preserve.noise_inside:
                 x_T = trajectory.noise.to(x_T.dtype).expand_as(x_T)
             x_T, user_step = start(x_T), on_step
@@ -301,7 +301,7 @@ class SCADMPipeline:
         check_rendered(images, seeds)
         images = images.clamp(-1, 1)
         if kept is not None:
-            images = blend(images, kept[1], kept[2])
+            images = blend(images, target, weight)
         if output_type == "pt":
             return images
         if output_type == "np":
@@ -372,7 +372,7 @@ class SCADMPipeline:
         return self.inversions.get(key, compute)
 
     def _preserving(self, labels, style, preserve: Preserve, settings: RenderSettings, progress):
-        """(start, on_step) of the latent blend, the target's pixels, the edit's pixel weight and the
+        """start, on_step (the latent blend), the target's pixels, the edit's pixel weight and the
         trajectory; None when the edit covers the whole face (a plain render, with no inversion)."""
         image, target_labels = self._target(preserve.image, preserve.labels)
         target_style = self.encode_style(image, target_labels)
@@ -382,7 +382,7 @@ class SCADMPipeline:
         if not keep.any():  # every latent cell is edited: nothing of the target to follow
             return None
         trajectory = self.invert(image, target_labels, settings, progress)
-        return keep_target(trajectory, keep), image.float(), pixel_weight(region, margin), trajectory
+        return (*keep_target(trajectory, keep), image.float(), pixel_weight(region, margin), trajectory)
 
 
 def check_rendered(images: torch.Tensor, seeds: Sequence[int]) -> None:
