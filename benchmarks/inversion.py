@@ -256,6 +256,13 @@ NOTES = """## What the numbers say, and the choices they made
   and a cut exactly at the class border would leave a fringe of the old style there. Default: image
   size / 16 (4 px at 64 px): the edit at full strength up to 2 px beyond the part, faded to the
   target's pixels over the next 2 px.
+- **Few steps.** At 10 steps (`scadm evaluate --protocol partial-swap --num 4 --steps 10`) the
+  preserved hair was farther from the true swap than the plain one (0.125 vs 0.116) and moved less
+  toward the reference (transfer 0.51 vs 0.61), while the eye and the lips were closer; the numbers
+  above are at 25 steps. Not investigated further (a coarser grid inverts less exactly).
+- **Photos.** The demo model was trained on procedural cartoons only: inside the edited part it
+  paints cartoon textures on the photos, plain or preserved. Preservation keeps everything else
+  of the photo; reconstruction from the inverted noise is far closer than from random noise.
 """
 
 
