@@ -44,6 +44,11 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(255**2 / mse))
 
 
+def mean_change(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
+    """Mean |a - b| (0-1, over RGB) over the pixels `where`."""
+    return float((np.abs(a.astype(np.float64) - b).mean(-1) / 255)[where].mean())
+
+
 def diff_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     d = np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(-1) * GAIN
     return np.repeat(np.clip(d, 0, 255).astype(np.uint8)[..., None], 3, -1)
@@ -58,7 +63,7 @@ def lpips_fn():
     try:
         from scadm.metrics.lpips import load_lpips, uint8_to_unit
         metric = load_lpips("alex")
-    except Exception as err:  # noqa: BLE001 - the report says why LPIPS is missing
+    except Exception as err:  # any failure to load: the report says LPIPS is missing, and why
         print(f"no LPIPS ({err})")
         return None
     return lambda a, b: metric(uint8_to_unit(a), uint8_to_unit(b)).detach().numpy()
@@ -98,7 +103,7 @@ def reconstruction(pipe, faces, settings, lpips) -> dict:
     real = np.stack([f[0] for f in faces])
     for k, ims in images.items():
         ims = np.stack(ims)
-        out[k] = {"psnr": float(np.mean([psnr(a, b) for a, b in zip(ims, real)])),
+        out[k] = {"psnr": float(np.mean([psnr(a, b) for a, b in zip(ims, real, strict=True)])),
                   "ssim": float(ssim(ims, real).mean()),
                   "lpips": None if lpips is None else float(lpips(ims, real).mean())}
     return out, images
@@ -108,7 +113,7 @@ def swaps(pipe, faces, refs, truths, settings, margins) -> tuple[list[dict], dic
     """Per face and part set: plain and preserved swaps, against the target and the true swap."""
     rows, shown = [], {}
     default = default_margin(pipe.image_size)
-    for i, ((image, labels), (ref_image, ref_labels)) in enumerate(zip(faces, refs)):
+    for i, ((image, labels), (ref_image, ref_labels)) in enumerate(zip(faces, refs, strict=True)):
         x, lab = unit(image), torch.from_numpy(labels)[None]
         target = pipe.encode_style(x, lab)
         reference = pipe.encode_style(unit(ref_image), torch.from_numpy(ref_labels)[None])
@@ -209,11 +214,11 @@ def photos(pipe, settings, figures: Path) -> dict | None:
             outside = distance(region[None], margin)[0].numpy() > margin
             plain = to_uint8(pipe(lab, code, settings))[0]
             kept = to_uint8(pipe(lab, code, settings, preserve=Preserve(x, lab)))[0]
-            change = lambda r: float((np.abs(r.astype(np.float64) - image).mean(-1) / 255)[outside].mean())  # noqa: E731
             inside = region.numpy()
-            moved = lambda r: float((np.abs(r.astype(np.float64) - image).mean(-1) / 255)[inside].mean())  # noqa: E731
-            out[target_name][name] = {"plain_outside": change(plain), "preserve_outside": change(kept),
-                                      "plain_inside_change": moved(plain), "preserve_inside_change": moved(kept)}
+            out[target_name][name] = {"plain_outside": mean_change(plain, image, outside),
+                                      "preserve_outside": mean_change(kept, image, outside),
+                                      "plain_inside_change": mean_change(plain, image, inside),
+                                      "preserve_inside_change": mean_change(kept, image, inside)}
             grid.append([big(x) for x in (image, to_uint8(faces[ref_name][0][None])[0], plain, kept,
                                           diff_map(plain, image), diff_map(kept, image))])
             labels_row.append(f"{Path(target_name).stem}: {name}")
@@ -273,7 +278,8 @@ def write_report(results: dict, out: Path, command: str) -> None:
     t = results["timing"]
     parts = [f"# Region-preserving edits: inversion and partial swaps\n\nModel `{results['model']}`, "
              f"{len(results['faces'])} held-out procedural faces (seeds {results['faces'][0]}..), "
-             f"{st['sampler']} {st['steps']} steps, g = {st['guidance']:g}. Command: `{command}` (CPU, deterministic).\n",
+             f"{st['sampler']} {st['steps']} steps, g = {st['guidance']:g}. "
+             f"Command: `{command}` (CPU, deterministic).\n",
              "## Reconstruction through inversion\n",
              _table(["from", "PSNR dB ↑", "SSIM ↑", "LPIPS ↓"],
                     [[k, v["psnr"], v["ssim"], v["lpips"]] for k, v in rec.items()]),
