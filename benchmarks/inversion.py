@@ -264,7 +264,10 @@ NOTES = """## What the numbers say, and the choices they made
 - **Few steps.** At 10 steps (`scadm evaluate --protocol partial-swap --num 4 --steps 10`) the
   preserved hair was farther from the true swap than the plain one (0.125 vs 0.116) and moved less
   toward the reference (transfer 0.51 vs 0.61), while the eye and the lips were closer; the numbers
-  above are at 25 steps. Not investigated further (a coarser grid inverts less exactly).
+  above are at 25 steps. Measured on the same 4 faces at 10 steps (hair, inside vs truth): plain
+  0.116; preserved from the inverted noise 0.125 / 0.118 / 0.117 with 1 / 2 / 4 refinements; from
+  the seed's noise 0.113 / 0.114 / 0.114. So at few steps the inverted start holds on to the old
+  hair, more refinement only halves that, and `noise_inside=True` is the better choice there.
 - **Photos.** The demo model was trained on procedural cartoons only: inside the edited part it
   paints cartoon textures on the photos, plain or preserved. Preservation keeps everything else
   of the photo; reconstruction from the inverted noise is far closer than from random noise.
