@@ -91,8 +91,9 @@ class MaskedCrossAttention(CrossAttention):
     """
 
     # Wider than CrossAttention.forward on purpose: the class mask is this layer's whole point.
-    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor,  # type: ignore[override]
-                hard: bool | None = None) -> torch.Tensor:
+    def forward(  # type: ignore[override]
+        self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor, hard: bool | None = None
+    ) -> torch.Tensor:
         """x (B, N, query_dim) tokens; context (B, C, context_dim); mask (B, C, N) class
         membership of each token; hard: whether the mask is one-hot or empty (checked if None)."""
         mask = mask.to(x.dtype)

@@ -261,7 +261,7 @@ def build_app(models: Models) -> gr.Blocks:
     @_shows_errors
     def generate(target, reference, labels, painting, history, global_weight, guidance, sampler, steps, seed,
                  lock, dtype, preserve, *part_values,
-                 progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - gradio finds the tracker by this default
+                 progress=gr.Progress(track_tqdm=True)):
         for role, face in (("target", target), ("reference", reference)):
             if face is None:
                 raise gr.Error(f"{role}: no valid face (an upload was refused); upload a valid image and mask, "
