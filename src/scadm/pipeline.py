@@ -297,7 +297,7 @@ class SCADMPipeline:
         if output_type == "latent":
             check_rendered(z_0, seeds)
             return z_0
-        images = decode(self.vqvae, z_0.to(self.dtype)).float()
+        images = decode(self.vqvae, z_0).float()
         check_rendered(images, seeds)
         images = images.clamp(-1, 1)
         if kept is not None:

@@ -55,9 +55,24 @@ def encode(vqvae: VQModel, image: torch.Tensor) -> torch.Tensor:
 
 
 def decode(vqvae: VQModel, latent: torch.Tensor, quantize: bool = True) -> torch.Tensor:
-    """Diffusion latent -> image in [-1, 1] (unclamped); quantises first like LDM's
-    `decode_first_stage`."""
-    return vqvae.decode(latent / vqvae.config["scaling_factor"], force_not_quantize=not quantize).sample
+    """Diffusion latent (any float dtype) -> image in [-1, 1] (unclamped), in the VQ's dtype;
+    quantises first like LDM's `decode_first_stage`.
+
+    A half-precision VQ picks its codebook entries in float32: bf16 distances choose another entry
+    for many latents (a bf16 decode was ~0.11 relative error from the float32 one)."""
+    h = latent / vqvae.config["scaling_factor"]
+    if quantize and vqvae.dtype in (torch.float16, torch.bfloat16):
+        return vqvae.decode(nearest_codes(vqvae, h.float()).to(vqvae.dtype), force_not_quantize=True).sample
+    return vqvae.decode(h.to(vqvae.dtype), force_not_quantize=not quantize).sample
+
+
+def nearest_codes(vqvae: VQModel, h: torch.Tensor) -> torch.Tensor:
+    """Each latent pixel of `h` (B,C,h,w) replaced by its nearest codebook entry (Euclidean, as the
+    VQ's own quantiser), computed in `h`'s dtype."""
+    codebook = vqvae.quantize.embedding.weight.to(h.dtype)  # (K, C)
+    pixels = h.permute(0, 2, 3, 1).reshape(-1, h.shape[1])
+    codes = codebook[torch.cdist(pixels, codebook).argmin(dim=1)]
+    return codes.view(h.shape[0], h.shape[2], h.shape[3], h.shape[1]).permute(0, 3, 1, 2).contiguous()
 
 
 @torch.no_grad()
