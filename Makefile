@@ -12,10 +12,10 @@ test: $(STAMP)
 
 setup: $(STAMP)
 
-# ruff (lint and format check) on src and tests, mypy on src (configured in pyproject.toml).
+# ruff (lint and format check) on src, tests, benchmarks and scripts, mypy on src (configured in pyproject.toml).
 lint: $(VENV)/.lint-stamp
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 	$(VENV)/bin/mypy
 
 $(VENV)/.lint-stamp: $(STAMP) pyproject.toml

@@ -81,13 +81,22 @@ class GraphedUNet(nn.Module):
     def forward(self, x, t, context=None, mask=None, *, condition: UNetCondition | None = None, hard=None):
         if condition is None:
             return self.unet(x, t, context, mask, hard=hard)
-        key = (tuple(x.shape), x.dtype, tuple(t.shape), condition.size,
-               [tuple(c.shape) for c in _tensors(condition.steps)], _flags(condition.steps))
+        key = (
+            tuple(x.shape),
+            x.dtype,
+            tuple(t.shape),
+            condition.size,
+            [tuple(c.shape) for c in _tensors(condition.steps)],
+            _flags(condition.steps),
+        )
         if self.graph is None or key != self.key:
             self._capture(x, t, condition, key)
         elif condition is not self.condition_in:
-            for dst, src in zip(_tensors([self.condition_in.context, self.condition_in.steps]),
-                                _tensors([condition.context, condition.steps])):
+            for dst, src in zip(
+                _tensors([self.condition_in.context, self.condition_in.steps]),
+                _tensors([condition.context, condition.steps]),
+                strict=True,
+            ):
                 dst.copy_(src)
         self.x_in.copy_(x)
         self.t_in.copy_(t)

@@ -62,6 +62,7 @@ def big(image: np.ndarray, k: int = 2) -> np.ndarray:
 def lpips_fn():
     try:
         from scadm.metrics.lpips import load_lpips, uint8_to_unit
+
         metric = load_lpips("alex")
     except Exception as err:  # any failure to load: the report says LPIPS is missing, and why
         print(f"no LPIPS ({err})")
@@ -84,8 +85,15 @@ def refine_sweep(pipe, faces, steps) -> list[dict]:
                 back = sample_ddim(eps_fn, trajectory.noise, pipe.schedule.alphas_cumprod, grid)
                 errs.append(float(((back - z_0) ** 2).mean().sqrt() / z_0.std()))
                 psnrs.append(psnr(to_uint8(decode(pipe.vqvae, back).clamp(-1, 1))[0], image))
-            rows.append({"guidance": g, "refine": refine, "latent_rel_rmse": float(np.mean(errs)),
-                         "psnr": float(np.mean(psnrs)), "unet_evals_per_step": refine + 1})
+            rows.append(
+                {
+                    "guidance": g,
+                    "refine": refine,
+                    "latent_rel_rmse": float(np.mean(errs)),
+                    "psnr": float(np.mean(psnrs)),
+                    "unet_evals_per_step": refine + 1,
+                }
+            )
             print(rows[-1])
     return rows
 
@@ -103,9 +111,11 @@ def reconstruction(pipe, faces, settings, lpips) -> dict:
     real = np.stack([f[0] for f in faces])
     for k, ims in images.items():
         ims = np.stack(ims)
-        out[k] = {"psnr": float(np.mean([psnr(a, b) for a, b in zip(ims, real, strict=True)])),
-                  "ssim": float(ssim(ims, real).mean()),
-                  "lpips": None if lpips is None else float(lpips(ims, real).mean())}
+        out[k] = {
+            "psnr": float(np.mean([psnr(a, b) for a, b in zip(ims, real, strict=True)])),
+            "ssim": float(ssim(ims, real).mean()),
+            "lpips": None if lpips is None else float(lpips(ims, real).mean()),
+        }
     return out, images
 
 
@@ -127,22 +137,32 @@ def swaps(pipe, faces, refs, truths, settings, margins) -> tuple[list[dict], dic
             truth = truths[i][name] if truths else None
             results = {"plain": to_uint8(pipe(lab, code, settings.replace(seed=i)))[0]}
             for m in margins:
-                results[f"preserve m={m}"] = to_uint8(pipe(lab, code, settings.replace(seed=i),
-                                                           preserve=Preserve(x, lab, m)))[0]
+                results[f"preserve m={m}"] = to_uint8(
+                    pipe(lab, code, settings.replace(seed=i), preserve=Preserve(x, lab, m))
+                )[0]
             results[f"preserve m={default} noise inside"] = to_uint8(
-                pipe(lab, code, settings.replace(seed=i), preserve=Preserve(x, lab, default, noise_inside=True)))[0]
+                pipe(lab, code, settings.replace(seed=i), preserve=Preserve(x, lab, default, noise_inside=True))
+            )[0]
             inside = np.isin(labels, parts)
             for mode, result in results.items():
                 m = default if mode == "plain" else int(mode.split("m=")[1].split()[0])
                 outside = dist > m
                 err = np.abs(result.astype(np.float64) - image).mean(-1) / 255
-                row = {"face": i, "parts": name, "mode": mode, "margin": m,
-                       "outside_change": float(err[outside].mean()),
-                       "outside_max": float(err[outside].max() * 255)}
+                row = {
+                    "face": i,
+                    "parts": name,
+                    "mode": mode,
+                    "margin": m,
+                    "outside_change": float(err[outside].mean()),
+                    "outside_max": float(err[outside].max() * 255),
+                }
                 if truth is not None:
                     gt = np.abs(result.astype(np.float64) - truth).mean(-1) / 255
-                    row.update(inside_vs_truth=float(gt[inside].mean()), image_vs_truth=float(gt.mean()),
-                               inside_vs_target=float(err[inside].mean()))
+                    row.update(
+                        inside_vs_truth=float(gt[inside].mean()),
+                        image_vs_truth=float(gt.mean()),
+                        inside_vs_target=float(err[inside].mean()),
+                    )
                 rows.append(row)
             shown[(i, name)] = results
     return rows, shown
@@ -153,17 +173,27 @@ def mean_rows(rows: list[dict]) -> list[dict]:
     out = []
     for parts, mode in keys:
         sel = [r for r in rows if r["parts"] == parts and r["mode"] == mode]
-        out.append({"parts": parts, "mode": mode, "faces": len(sel),
-                    **{f: float(np.mean([r[f] for r in sel])) for f in sel[0]
-                       if f not in ("face", "parts", "mode", "margin")}})
+        out.append(
+            {
+                "parts": parts,
+                "mode": mode,
+                "faces": len(sel),
+                **{
+                    f: float(np.mean([r[f] for r in sel]))
+                    for f in sel[0]
+                    if f not in ("face", "parts", "mode", "margin")
+                },
+            }
+        )
     return out
 
 
 def timing(pipe, face, ref, settings) -> dict:
     x, lab = unit(face[0]), torch.from_numpy(face[1])[None]
     target = pipe.encode_style(x, lab)
-    code = target.swap(pipe.encode_style(unit(ref[0]), torch.from_numpy(ref[1])[None]),
-                       pipe.label_set.parse_parts(["hair"]))
+    code = target.swap(
+        pipe.encode_style(unit(ref[0]), torch.from_numpy(ref[1])[None]), pipe.label_set.parse_parts(["hair"])
+    )
     pipe.inversions = InversionCache()
 
     def clock(fn) -> float:
@@ -174,8 +204,12 @@ def timing(pipe, face, ref, settings) -> dict:
     plain = min(clock(lambda: pipe(lab, code, settings)) for _ in range(2))
     first = clock(lambda: pipe(lab, code, settings, preserve=Preserve(x, lab)))
     again = min(clock(lambda: pipe(lab, code, settings, preserve=Preserve(x, lab))) for _ in range(2))
-    return {"plain_s": plain, "preserve_first_s": first, "preserve_cached_s": again,
-            "cache": {"hits": pipe.inversions.hits, "misses": pipe.inversions.misses}}
+    return {
+        "plain_s": plain,
+        "preserve_first_s": first,
+        "preserve_cached_s": again,
+        "cache": {"hits": pipe.inversions.hits, "misses": pipe.inversions.misses},
+    }
 
 
 def photos(pipe, settings, figures: Path) -> dict | None:
@@ -193,8 +227,10 @@ def photos(pipe, settings, figures: Path) -> dict | None:
         Image.fromarray(skimage.data.astronaut()).save(tmp / "astronaut.png")
         with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
             (tmp / "grace_hopper.jpg").write_bytes(f.read())
-        faces = {name: auto_mask_face(tmp / name, pipe.image_size, pipe.label_set)
-                 for name in ("astronaut.png", "grace_hopper.jpg")}
+        faces = {
+            name: auto_mask_face(tmp / name, pipe.image_size, pipe.label_set)
+            for name in ("astronaut.png", "grace_hopper.jpg")
+        }
     out, grid, labels_row = {}, [], []
     margin = default_margin(pipe.image_size)
     for target_name, ref_name in (("astronaut.png", "grace_hopper.jpg"), ("grace_hopper.jpg", "astronaut.png")):
@@ -215,16 +251,33 @@ def photos(pipe, settings, figures: Path) -> dict | None:
             plain = to_uint8(pipe(lab, code, settings))[0]
             kept = to_uint8(pipe(lab, code, settings, preserve=Preserve(x, lab)))[0]
             inside = region.numpy()
-            out[target_name][name] = {"plain_outside": mean_change(plain, image, outside),
-                                      "preserve_outside": mean_change(kept, image, outside),
-                                      "plain_inside_change": mean_change(plain, image, inside),
-                                      "preserve_inside_change": mean_change(kept, image, inside)}
-            grid.append([big(x) for x in (image, to_uint8(faces[ref_name][0][None])[0], plain, kept,
-                                          diff_map(plain, image), diff_map(kept, image))])
+            out[target_name][name] = {
+                "plain_outside": mean_change(plain, image, outside),
+                "preserve_outside": mean_change(kept, image, outside),
+                "plain_inside_change": mean_change(plain, image, inside),
+                "preserve_inside_change": mean_change(kept, image, inside),
+            }
+            grid.append(
+                [
+                    big(x)
+                    for x in (
+                        image,
+                        to_uint8(faces[ref_name][0][None])[0],
+                        plain,
+                        kept,
+                        diff_map(plain, image),
+                        diff_map(kept, image),
+                    )
+                ]
+            )
             labels_row.append(f"{Path(target_name).stem}: {name}")
-    save_grid(grid, figures / "photos.png", row_labels=labels_row,
-              col_labels=["target", "ref.", "plain", "preserved", "|plain-tgt|", "|pres.-tgt|"],
-              title=f"photos (aligned, parsed, 64 px), {settings.label()}, margin {margin} px; differences x{GAIN}")
+    save_grid(
+        grid,
+        figures / "photos.png",
+        row_labels=labels_row,
+        col_labels=["target", "ref.", "plain", "preserved", "|plain-tgt|", "|pres.-tgt|"],
+        title=f"photos (aligned, parsed, 64 px), {settings.label()}, margin {margin} px; differences x{GAIN}",
+    )
     return out
 
 
@@ -279,44 +332,97 @@ def write_report(results: dict, out: Path, command: str) -> None:
     st = results["settings"]
     rec = results["reconstruction"]
     t = results["timing"]
-    parts = [f"# Region-preserving edits: inversion and partial swaps\n\nModel `{results['model']}`, "
-             f"{len(results['faces'])} held-out procedural faces (seeds {results['faces'][0]}..), "
-             f"{st['sampler']} {st['steps']} steps, g = {st['guidance']:g}. "
-             f"Command: `{command}` (CPU, deterministic).\n",
-             "## Reconstruction through inversion\n",
-             _table(["from", "PSNR dB ↑", "SSIM ↑", "LPIPS ↓"],
-                    [[k, v["psnr"], v["ssim"], v["lpips"]] for k, v in rec.items()]),
-             "\n![inputs, VQ autoencoder, random noise, inverted noise](figures/reconstruction.png)\n",
-             "## Inversion: fixed-point refinements per step\n",
-             _table(["g", "refinements", "network calls per step", "latent RMSE / std ↓", "PSNR dB ↑"],
-                    [[r["guidance"], r["refine"], r["unet_evals_per_step"], r["latent_rel_rmse"], r["psnr"]]
-                     for r in results["refine"]]),
-             "\n## Partial swaps against the true swap\n",
-             _table(["parts", "mode", "faces", "outside change vs target (0-1) ↓", "max outside (levels)",
-                     "inside vs truth (0-1) ↓", "whole image vs truth (0-1) ↓", "inside vs target (0-1)"],
-                    [[r["parts"], r["mode"], r["faces"], r["outside_change"], r["outside_max"], r["inside_vs_truth"],
-                      r["image_vs_truth"], r["inside_vs_target"]] for r in results["swap_means"]]),
-             ""]
+    parts = [
+        f"# Region-preserving edits: inversion and partial swaps\n\nModel `{results['model']}`, "
+        f"{len(results['faces'])} held-out procedural faces (seeds {results['faces'][0]}..), "
+        f"{st['sampler']} {st['steps']} steps, g = {st['guidance']:g}. "
+        f"Command: `{command}` (CPU, deterministic).\n",
+        "## Reconstruction through inversion\n",
+        _table(
+            ["from", "PSNR dB ↑", "SSIM ↑", "LPIPS ↓"], [[k, v["psnr"], v["ssim"], v["lpips"]] for k, v in rec.items()]
+        ),
+        "\n![inputs, VQ autoencoder, random noise, inverted noise](figures/reconstruction.png)\n",
+        "## Inversion: fixed-point refinements per step\n",
+        _table(
+            ["g", "refinements", "network calls per step", "latent RMSE / std ↓", "PSNR dB ↑"],
+            [
+                [r["guidance"], r["refine"], r["unet_evals_per_step"], r["latent_rel_rmse"], r["psnr"]]
+                for r in results["refine"]
+            ],
+        ),
+        "\n## Partial swaps against the true swap\n",
+        _table(
+            [
+                "parts",
+                "mode",
+                "faces",
+                "outside change vs target (0-1) ↓",
+                "max outside (levels)",
+                "inside vs truth (0-1) ↓",
+                "whole image vs truth (0-1) ↓",
+                "inside vs target (0-1)",
+            ],
+            [
+                [
+                    r["parts"],
+                    r["mode"],
+                    r["faces"],
+                    r["outside_change"],
+                    r["outside_max"],
+                    r["inside_vs_truth"],
+                    r["image_vs_truth"],
+                    r["inside_vs_target"],
+                ]
+                for r in results["swap_means"]
+            ],
+        ),
+        "",
+    ]
     for name in PART_SETS:
         parts.append(f"![{name} swaps](figures/swap-{name}.png)\n")
     if results.get("photos"):
         rows = []
         for photo, r in results["photos"].items():
-            rows.append([photo, "reconstruction PSNR dB, random / inverted noise",
-                         f"{r['recon_plain_psnr']:.1f} / {r['recon_inverted_psnr']:.1f}", ""])
+            rows.append(
+                [
+                    photo,
+                    "reconstruction PSNR dB, random / inverted noise",
+                    f"{r['recon_plain_psnr']:.1f} / {r['recon_inverted_psnr']:.1f}",
+                    "",
+                ]
+            )
             for name in PART_SETS:
                 if name in r:
-                    rows.append([photo, name, f"{r[name]['plain_outside']:.3f} / {r[name]['preserve_outside']:.3f}",
-                                 f"{r[name]['plain_inside_change']:.3f} / {r[name]['preserve_inside_change']:.3f}"])
-        parts += ["## The two public-domain photos (astronaut: scikit-image; Grace Hopper: matplotlib)\n",
-                  _table(["photo", "edit", "outside change vs target, plain / preserved (0-1)",
-                          "inside change vs target, plain / preserved (0-1)"], rows),
-                  "\n![photos](figures/photos.png)\n"]
-    parts += ["## Cost\n", f"One hair swap, wall clock on a shared 2-core CPU: plain {t['plain_s']:.1f} s; "
-              f"first preserved edit (inversion + sampling) {t['preserve_first_s']:.1f} s; every further edit of "
-              f"the same target {t['preserve_cached_s']:.1f} s (cache: {t['cache']['misses']} inversion, "
-              f"{t['cache']['hits']} hits). Inverting costs (1 + refinements) x steps network calls, so the "
-              "first preserved edit costs ~3 plain ones and later edits of the same target ~1.\n", NOTES]
+                    rows.append(
+                        [
+                            photo,
+                            name,
+                            f"{r[name]['plain_outside']:.3f} / {r[name]['preserve_outside']:.3f}",
+                            f"{r[name]['plain_inside_change']:.3f} / {r[name]['preserve_inside_change']:.3f}",
+                        ]
+                    )
+        parts += [
+            "## The two public-domain photos (astronaut: scikit-image; Grace Hopper: matplotlib)\n",
+            _table(
+                [
+                    "photo",
+                    "edit",
+                    "outside change vs target, plain / preserved (0-1)",
+                    "inside change vs target, plain / preserved (0-1)",
+                ],
+                rows,
+            ),
+            "\n![photos](figures/photos.png)\n",
+        ]
+    parts += [
+        "## Cost\n",
+        f"One hair swap, wall clock on a shared 2-core CPU: plain {t['plain_s']:.1f} s; "
+        f"first preserved edit (inversion + sampling) {t['preserve_first_s']:.1f} s; every further edit of "
+        f"the same target {t['preserve_cached_s']:.1f} s (cache: {t['cache']['misses']} inversion, "
+        f"{t['cache']['hits']} hits). Inverting costs (1 + refinements) x steps network calls, so the "
+        "first preserved edit costs ~3 plain ones and later edits of the same target ~1.\n",
+        NOTES,
+    ]
     (out / "README.md").write_text("\n".join(parts))
 
 
@@ -342,18 +448,22 @@ def main() -> None:
     synth = [render_face(s, pipe.image_size) for s in seeds]
     faces = [(f.image, f.labels) for f in synth]
     refs = [faces[(i + 1) % len(faces)] for i in range(len(faces))]
-    truths = [{n: swap_parts(f, synth[(i + 1) % len(synth)], p).image for n, p in PART_SETS.items()}
-              for i, f in enumerate(synth)]
+    truths = [
+        {n: swap_parts(f, synth[(i + 1) % len(synth)], p).image for n, p in PART_SETS.items()}
+        for i, f in enumerate(synth)
+    ]
     results = {"model": Path(args.model).name, "settings": settings.to_dict(), "faces": seeds}
     results["timing"] = timing(pipe, faces[0], refs[0], settings)
     print(results["timing"])
-    results["refine"] = refine_sweep(pipe, faces[:args.sweep_faces], args.steps)
+    results["refine"] = refine_sweep(pipe, faces[: args.sweep_faces], args.steps)
     results["reconstruction"], recon = reconstruction(pipe, faces, settings, lpips_fn())
     print(results["reconstruction"])
-    save_grid([[f[0] for f in faces], recon["vq"], recon["random"], recon["inverted"]],
-              figures / "reconstruction.png", row_labels=["input", "VQ autoencoder", "from random noise",
-                                                          "from inverted noise"],
-              title=f"reconstruction, {settings.label()}")
+    save_grid(
+        [[f[0] for f in faces], recon["vq"], recon["random"], recon["inverted"]],
+        figures / "reconstruction.png",
+        row_labels=["input", "VQ autoencoder", "from random noise", "from inverted noise"],
+        title=f"reconstruction, {settings.label()}",
+    )
     margins = (0, default_margin(pipe.image_size), 2 * default_margin(pipe.image_size))
     rows, shown = swaps(pipe, faces, refs, truths, settings, margins)
     results["swaps"] = rows
@@ -368,14 +478,29 @@ def main() -> None:
                 continue
             res = shown[(i, name)]
             plain, kept = res["plain"], res[f"preserve m={m}"]
-            grid.append([big(x) for x in (faces[i][0], refs[i][0], truths[i][name], plain, kept,
-                                          diff_map(plain, faces[i][0]), diff_map(kept, faces[i][0]),
-                                          diff_map(kept, truths[i][name]))])
+            grid.append(
+                [
+                    big(x)
+                    for x in (
+                        faces[i][0],
+                        refs[i][0],
+                        truths[i][name],
+                        plain,
+                        kept,
+                        diff_map(plain, faces[i][0]),
+                        diff_map(kept, faces[i][0]),
+                        diff_map(kept, truths[i][name]),
+                    )
+                ]
+            )
             row_labels.append(f"face {i}")
-        save_grid(grid, figures / f"swap-{name}.png", row_labels=row_labels,
-                  col_labels=["target", "ref.", "truth", "plain", "preserved", "|plain-tgt|", "|pres.-tgt|",
-                              "|pres.-truth|"],
-                  title=f"{name} swap, {settings.label()}, margin {m} px; differences x{GAIN}")
+        save_grid(
+            grid,
+            figures / f"swap-{name}.png",
+            row_labels=row_labels,
+            col_labels=["target", "ref.", "truth", "plain", "preserved", "|plain-tgt|", "|pres.-tgt|", "|pres.-truth|"],
+            title=f"{name} swap, {settings.label()}, margin {m} px; differences x{GAIN}",
+        )
     results["photos"] = photos(pipe, settings, figures)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     write_report(results, out, command)

@@ -45,8 +45,10 @@ def timed(fn, device: torch.device) -> float:
 def matmul_tflops(device: torch.device, n: int, repeats: int) -> float:
     """bf16 n x n x n products on random data (never zeros), median over `repeats`; rotates among
     three operand pairs so that a cache does not hold them all."""
-    pairs = [(torch.randn(n, n, device=device, dtype=torch.bfloat16),
-              torch.randn(n, n, device=device, dtype=torch.bfloat16)) for _ in range(3)]
+    pairs = [
+        (torch.randn(n, n, device=device, dtype=torch.bfloat16), torch.randn(n, n, device=device, dtype=torch.bfloat16))
+        for _ in range(3)
+    ]
     for a, b in pairs:
         a @ b  # warm-up
     times = [timed(lambda a=pairs[i % 3][0], b=pairs[i % 3][1]: a @ b, device) for i in range(repeats)]
@@ -62,8 +64,10 @@ def count_flops(fn) -> int:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                 platform.processor())
+    with open("/proc/cpuinfo") as cpuinfo:
+        model = next(
+            (line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), platform.processor()
+        )
     return f"{model}, {torch.get_num_threads()} torch threads"
 
 
@@ -79,7 +83,7 @@ def measure(name, batch, makers: dict, device, repeats: int, warmup: int, extra=
                 for _ in range(warmup):
                     fn()
             fns[variant] = fn
-        except Exception as err:  # noqa: BLE001 - one broken variant must not lose the others' numbers
+        except Exception as err:  # one broken variant must not lose the others' numbers
             rows.append(dict(case=name, batch=batch, variant=variant, error=f"{type(err).__name__}: {err}"))
             traceback.print_exc()
     times = {v: [] for v in fns}
@@ -132,15 +136,23 @@ def main(argv=None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32, in both executions
         torch.backends.cudnn.allow_tf32 = False
 
-    record = dict(command="python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]),
-                  date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                  device=device_name(device), torch=torch.__version__, python=platform.python_version(),
-                  config=args.config, variants=names, rows=[])
+    record = dict(
+        command="python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]),
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        device=device_name(device),
+        torch=torch.__version__,
+        python=platform.python_version(),
+        config=args.config,
+        variants=names,
+        rows=[],
+    )
     n = args.matmul_size or (8192 if device.type == "cuda" else 1024)
     record["matmul_bf16_tflops"] = matmul_tflops(device, n, 20 if device.type == "cuda" else 5)
     record["matmul_size"] = n
-    print(f"# {record['device']}, torch {record['torch']}; bf16 matmul {n}^3: "
-          f"{record['matmul_bf16_tflops']:.3f} TFLOP/s", flush=True)
+    print(
+        f"# {record['device']}, torch {record['torch']}; bf16 matmul {n}^3: {record['matmul_bf16_tflops']:.3f} TFLOP/s",
+        flush=True,
+    )
 
     pipe = setups.build_pipeline(args.config)
     variants = setups.make_variants(names, pipe, device)
@@ -154,8 +166,14 @@ def main(argv=None) -> int:
         executed = record.get("unet_step_flops_fp32")
         nominal = record.get("unet_step_flops_reference", executed)
         for b in ints(args.batches):
-            found = measure("unet step", b, {v.name: (lambda v=v: setups.unet_step_case(v, b)) for v in variants},
-                            device, args.repeats, args.warmup)
+            found = measure(
+                "unet step",
+                b,
+                {v.name: (lambda v=v, b=b: setups.unet_step_case(v, b)) for v in variants},
+                device,
+                args.repeats,
+                args.warmup,
+            )
             for r in found:
                 if "median_s" in r:
                     flops = (nominal if r["variant"] == "reference" else executed) or nominal
@@ -164,11 +182,20 @@ def main(argv=None) -> int:
             rows += found
             print_rows(found, record)
             save(record, args.out)
-    for case, key, fn in (("style encoder", "style", setups.style_encoder_case), ("VQ decode", "vq", setups.vq_decode_case)):
+    for case, key, fn in (
+        ("style encoder", "style", setups.style_encoder_case),
+        ("VQ decode", "vq", setups.vq_decode_case),
+    ):
         if key in cases:
             for b in ints(args.batches):
-                found = measure(case, b, {v.name: (lambda v=v, b=b: fn(v, b)) for v in variants}, device,
-                                args.repeats, args.warmup)
+                found = measure(
+                    case,
+                    b,
+                    {v.name: (lambda v=v, b=b, fn=fn: fn(v, b)) for v in variants},
+                    device,
+                    args.repeats,
+                    args.warmup,
+                )
                 rows += found
                 print_rows(found, record)
                 save(record, args.out)
@@ -176,17 +203,23 @@ def main(argv=None) -> int:
         for sampler in args.samplers.split(","):
             for steps in ints(args.edit_steps):
                 for b in ints(args.edit_batches):
-                    found = measure(f"edit {sampler}-{steps}", b,
-                                    {v.name: (lambda v=v, b=b: setups.edit_case(v, b, sampler, steps)) for v in variants},
-                                    device, args.repeats, args.warmup)
+                    found = measure(
+                        f"edit {sampler}-{steps}",
+                        b,
+                        {v.name: (lambda v=v, b=b, s=sampler, n=steps: setups.edit_case(v, b, s, n)) for v in variants},
+                        device,
+                        args.repeats,
+                        args.warmup,
+                    )
                     rows += found
                     print_rows(found, record)
                     save(record, args.out)
     if "train" in cases:
         state = setups.TrainState(pipe, device)
         for b in ints(args.train_batches):
-            makers = {v.name: (lambda v=v, b=b: setups.train_case(v, state, b)) for v in variants
-                      if v.name != "bf16+graphs"}
+            makers = {
+                v.name: (lambda v=v, b=b: setups.train_case(v, state, b)) for v in variants if v.name != "bf16+graphs"
+            }
             found = measure("train step", b, makers, device, args.repeats, args.warmup)
             for r in found:
                 if "median_s" in r:
@@ -209,18 +242,22 @@ def save(record: dict, path: str) -> None:
 
 def print_rows(rows, record, header=False):
     if header:
-        print(f"\n{'case':<16} {'batch':>5} {'variant':<14} {'median':>10} {'x ref':>7} {'TFLOP/s':>8} {'% mm':>6}"
-              f" {'rel err':>8}")
+        print(
+            f"\n{'case':<16} {'batch':>5} {'variant':<14} {'median':>10} {'x ref':>7} {'TFLOP/s':>8} {'% mm':>6}"
+            f" {'rel err':>8}"
+        )
     for r in rows:
         if "error" in r:
             print(f"{r['case']:<16} {r['batch']:>5} {r['variant']:<14} ERROR {r['error'][:60]}")
             continue
         tf = r.get("tflops_achieved")
         share = f"{100 * tf / record['matmul_bf16_tflops']:.1f}" if tf else ""
-        print(f"{r['case']:<16} {r['batch']:>5} {r['variant']:<14} {r['median_s']:>9.4f}s "
-              f"{r.get('speedup_vs_reference', float('nan')):>6.2f}x {tf or float('nan'):>8.3f} {share:>6}"
-              f" {r.get('rel_err_vs_reference', float('nan')):>8.1e}",
-              flush=True)
+        print(
+            f"{r['case']:<16} {r['batch']:>5} {r['variant']:<14} {r['median_s']:>9.4f}s "
+            f"{r.get('speedup_vs_reference', float('nan')):>6.2f}x {tf or float('nan'):>8.3f} {share:>6}"
+            f" {r.get('rel_err_vs_reference', float('nan')):>8.1e}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

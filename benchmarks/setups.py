@@ -31,10 +31,14 @@ CONFIGS = {
     # the paper's face model: 486.9 M UNet parameters, 256 px, 19 classes
     "face": dict(unet={}, style={}, vq={}, image=256),
     # small enough to run every case on a CPU in seconds (the GPU script's dry run)
-    "toy": dict(unet=dict(model_channels=32, channel_mult=(1, 2), attention_resolutions=(1, 2),
-                          num_head_channels=16, context_dim=48),
-                style=dict(num_downsample=4, num_upsample=3, num_feat=1, style_dim=16),
-                vq=dict(block_out_channels=(32, 32, 32), num_vq_embeddings=256, sample_size=64), image=64),
+    "toy": dict(
+        unet=dict(
+            model_channels=32, channel_mult=(1, 2), attention_resolutions=(1, 2), num_head_channels=16, context_dim=48
+        ),
+        style=dict(num_downsample=4, num_upsample=3, num_feat=1, style_dim=16),
+        vq=dict(block_out_channels=(32, 32, 32), num_vq_embeddings=256, sample_size=64),
+        image=64,
+    ),
 }
 VARIANTS = ("reference", "fp32", "bf16", "bf16+cl", "bf16+compile", "bf16+graphs")
 
@@ -162,14 +166,24 @@ def edit_case(v: Variant, batch: int, sampler: str, steps: int):
     pipe = v.pipe
     labels, image = inputs(pipe, batch, v.device)
     if not v.reference:
-        return lambda: pipe(labels, pipe.encode_style(image, labels), num_inference_steps=steps,
-                            guidance_scale=GUIDANCE_SCALE, sampler=sampler, seed=0)
+        return lambda: pipe(
+            labels,
+            pipe.encode_style(image, labels),
+            num_inference_steps=steps,
+            guidance_scale=GUIDANCE_SCALE,
+            sampler=sampler,
+            seed=0,
+        )
 
     def authors_edit():
         mask = _mask(labels)
         style = StyleCode.encode(pipe.style_encoder, image, mask)
-        eps_fn = guided_eps_fn(v.unet_forward(), (style.tokens, mask),
-                               (torch.zeros_like(style.tokens), torch.zeros_like(mask)), GUIDANCE_SCALE)
+        eps_fn = guided_eps_fn(
+            v.unet_forward(),
+            (style.tokens, mask),
+            (torch.zeros_like(style.tokens), torch.zeros_like(mask)),
+            GUIDANCE_SCALE,
+        )
         latent = pipe.image_size // 4
         generators = [torch.Generator().manual_seed(i) for i in range(batch)]  # the pipeline's seed=0
         x_T = randn((batch, 3, latent, latent), generators, v.device)

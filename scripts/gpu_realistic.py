@@ -33,11 +33,34 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "realistic-64.yaml"
 PART_BYTES = 15 * 2**20  # each file brought back is at most 16 MB
 RESERVE_S = 60  # export and packing after training
-TOY = ["--set", "data.batch_size=2", "--set", "train_vq.batch_size=2", "--set", "data.num_workers=0", "--set", "train.mixed_precision='no'",
-       "--set", "train_vq.mixed_precision='no'", "--set", "train.sample_every=2",
-       "--set", "train_vq.sample_every=2", "--set", "train.sample_steps=2",
-       "--set", "train.checkpoint_every=2", "--set", "train_vq.checkpoint_every=2",
-       "--set", "train.warmup_steps=0", "--set", "train.log_every=1", "--set", "train_vq.log_every=1"]
+TOY = [
+    "--set",
+    "data.batch_size=2",
+    "--set",
+    "train_vq.batch_size=2",
+    "--set",
+    "data.num_workers=0",
+    "--set",
+    "train.mixed_precision='no'",
+    "--set",
+    "train_vq.mixed_precision='no'",
+    "--set",
+    "train.sample_every=2",
+    "--set",
+    "train_vq.sample_every=2",
+    "--set",
+    "train.sample_steps=2",
+    "--set",
+    "train.checkpoint_every=2",
+    "--set",
+    "train_vq.checkpoint_every=2",
+    "--set",
+    "train.warmup_steps=0",
+    "--set",
+    "train.log_every=1",
+    "--set",
+    "train_vq.log_every=1",
+]
 
 
 def pack(args) -> None:
@@ -61,12 +84,30 @@ def pack(args) -> None:
         faces.append(i)
     if not faces:
         sys.exit(f"pack: no complete faces in {args.data} at sizes {args.size}")
-    np.savez_compressed(out / "labels.npz", psi=meta["psi"], test_every=meta["test_every"],
-                        **{f"labels_{s}": np.stack(m) for s, m in masks.items()})
+    np.savez_compressed(
+        out / "labels.npz",
+        psi=meta["psi"],
+        test_every=meta["test_every"],
+        **{f"labels_{s}": np.stack(m) for s, m in masks.items()},
+    )
     if args.wheels:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                        "--only-binary=:all:", "--python-version", "3.12", "--dest",
-                        str(out / "wheels"), "diffusers==0.42.1"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--python-version",
+                "3.12",
+                "--dest",
+                str(out / "wheels"),
+                "diffusers==0.42.1",
+            ],
+            check=True,
+        )
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"wrote {out}: {len(faces)} faces' masks at {args.size} px, {total / 2**20:.1f} MiB")
 
@@ -95,7 +136,7 @@ def _bring_back(work: Path, out: Path, summary: dict) -> None:
     with tarfile.open(tar, "w") as t:
         t.add(fp16, arcname="pipeline")
     data = tar.read_bytes()
-    parts = [data[k:k + PART_BYTES] for k in range(0, len(data), PART_BYTES)]
+    parts = [data[k : k + PART_BYTES] for k in range(0, len(data), PART_BYTES)]
     for k, part in enumerate(parts):
         name = "pipeline.tar" if len(parts) == 1 else f"pipeline.tar.{k:02d}"
         (out / name).write_bytes(part)
@@ -132,16 +173,24 @@ def run(args) -> None:
         labels = {i: {args.size: stored[i]} for i in range(num)}
     elif num is None:
         raise SystemExit("run: give --num (no labels.npz in the assets: faces are parsed here)")
-    generator = FaceGenerator("torch", device, folder=assets / "generator"
-                              if (assets / "generator").is_dir() else None)
+    generator = FaceGenerator("torch", device, folder=assets / "generator" if (assets / "generator").is_dir() else None)
     data, t, done = work / "data", time.time(), 0
     chunk = 4 if args.toy else 16 * args.batch
     while done < num and (done == 0 or time.time() - t < args.gen_minutes * 60):
         done = min(num, done + chunk)  # the dataset grows chunk by chunk (prepare resumes)
         report = prepare_stylegan_faces(
-            data, done, [args.size], psi=psi, test_every=test_every, progress=False,
-            batch_size=2 if device == "cpu" else args.batch, device=device, generator=generator,
-            labels=labels, workers=1 if args.toy else 8)
+            data,
+            done,
+            [args.size],
+            psi=psi,
+            test_every=test_every,
+            progress=False,
+            batch_size=2 if device == "cpu" else args.batch,
+            device=device,
+            generator=generator,
+            labels=labels,
+            workers=1 if args.toy else 8,
+        )
         print(f"{done} faces after {time.time() - t:.0f} s ({report.summary()})", flush=True)
     num, gen_s = done, time.time() - t
     del generator
@@ -149,26 +198,45 @@ def run(args) -> None:
         torch.cuda.empty_cache()
 
     held_out = sum(1 for i in range(num) if i % test_every == 0)
-    common = [str(CONFIG), "--no-progress", "--set", f"data.root={data / f'{args.size}px'}",
-              "--set", f"data.size={args.size}", "--set", f"data.holdout_num={min(8, held_out)}",
-              ] + (TOY if args.toy else [])
+    common = [
+        str(CONFIG),
+        "--no-progress",
+        "--set",
+        f"data.root={data / f'{args.size}px'}",
+        "--set",
+        f"data.size={args.size}",
+        "--set",
+        f"data.holdout_num={min(8, held_out)}",
+    ] + (TOY if args.toy else [])
     left_min = (args.minutes * 60 - (time.time() - start) - RESERVE_S) / 60
     if not args.toy and left_min < 2:
         raise SystemExit(f"only {left_min:.1f} min left for training after generation")
-    box = (["--max-steps", "2"], ["--max-steps", "2"]) if args.toy else (
-        ["--max-minutes", f"{left_min * args.vq_share:.2f}"], None)
+    box = (
+        (["--max-steps", "2"], ["--max-steps", "2"])
+        if args.toy
+        else (["--max-minutes", f"{left_min * args.vq_share:.2f}"], None)
+    )
     scadm = [sys.executable, "-m", "scadm.cli"]
-    vq_s = _stage("train-vq", scadm + ["train-vq", *common, "--out", str(work / "vq"), *box[0]],
-                  work / "logs")
+    vq_s = _stage("train-vq", [*scadm, "train-vq", *common, "--out", str(work / "vq"), *box[0]], work / "logs")
     if box[1] is None:
         box = (box[0], ["--max-minutes", f"{(args.minutes * 60 - (time.time() - start) - RESERVE_S) / 60:.2f}"])
-    diff_s = _stage("train", scadm + ["train", *common, "--out", str(work / "diffusion"),
-                                       "--vq", str(work / "vq"), *box[1]], work / "logs")
-    summary = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-               "faces": num, "size": args.size, "psi": psi, "test_every": test_every,
-               "labels": "carried (labels.npz)" if labels else "parsed here (BiSeNet)",
-               "generate_s": round(gen_s, 1), "train_vq_s": round(vq_s, 1),
-               "train_s": round(diff_s, 1), "toy": args.toy}
+    diff_s = _stage(
+        "train",
+        [*scadm, "train", *common, "--out", str(work / "diffusion"), "--vq", str(work / "vq"), *box[1]],
+        work / "logs",
+    )
+    summary = {
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "faces": num,
+        "size": args.size,
+        "psi": psi,
+        "test_every": test_every,
+        "labels": "carried (labels.npz)" if labels else "parsed here (BiSeNet)",
+        "generate_s": round(gen_s, 1),
+        "train_vq_s": round(vq_s, 1),
+        "train_s": round(diff_s, 1),
+        "toy": args.toy,
+    }
     _bring_back(work, out, summary)
     summary["total_s"] = round(time.time() - start, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -192,10 +260,15 @@ def main() -> None:
     p.add_argument("--num", type=int, help="faces (default: all those labels.npz has)")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--batch", type=int, default=32, help="faces per generator batch on the GPU")
-    p.add_argument("--minutes", type=float, default=8.5,
-                   help="whole-call budget (default 8.5: a 600 s device call with room to spare)")
-    p.add_argument("--gen-minutes", type=float, default=2.5,
-                   help="stop adding faces after this long (default 2.5; whole chunks)")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=8.5,
+        help="whole-call budget (default 8.5: a 600 s device call with room to spare)",
+    )
+    p.add_argument(
+        "--gen-minutes", type=float, default=2.5, help="stop adding faces after this long (default 2.5; whole chunks)"
+    )
     p.add_argument("--vq-share", type=float, default=0.35, help="share of training time for the VQ")
     p.add_argument("--toy", action="store_true", help="CPU-sized: 4 faces, 2 steps per stage")
     p.set_defaults(func=run)

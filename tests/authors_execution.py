@@ -70,8 +70,8 @@ class _AlwaysCheckpoint(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         args = ctx.saved_tensors
-        inputs = [a.detach().requires_grad_(a.requires_grad) for a in args[:ctx.n_inputs]]
-        params = list(args[ctx.n_inputs:])
+        inputs = [a.detach().requires_grad_(a.requires_grad) for a in args[: ctx.n_inputs]]
+        params = list(args[ctx.n_inputs :])
         with torch.enable_grad():
             out = ctx.run(*inputs)
         wanted = [t for t in inputs + params if t.requires_grad]
@@ -132,8 +132,9 @@ def _step(step, h, emb, context, mask):
     return h
 
 
-def authors_unet_forward(unet, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
-                         mask: torch.Tensor) -> torch.Tensor:
+def authors_unet_forward(
+    unet, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     """eps of `unet`'s weights executed the authors' way; same contract as `unet(x, t, context, mask)`
     (mask at full resolution, "nearest" mask downsampling)."""
     t = torch.as_tensor(t, device=x.device).expand(x.shape[0])

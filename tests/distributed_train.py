@@ -30,15 +30,25 @@ def _recording_fit(module, out: Path):
 
     def fit(accelerator, task, *args, **kwargs):
         def weights():
-            return {f"{name}.{k}": v.detach().clone() for name, model in task.models.items()
-                    for k, v in accelerator.unwrap_model(model).state_dict().items()}
+            return {
+                f"{name}.{k}": v.detach().clone()
+                for name, model in task.models.items()
+                for k, v in accelerator.unwrap_model(model).state_dict().items()
+            }
 
         seen.clear()
         before, backend = weights(), torch.distributed.get_backend()  # `fit` ends the process group
         result = original(accelerator, task, *args, **kwargs)
-        torch.save({"world": accelerator.num_processes, "backend": backend,
-                    "seen": list(seen), "before": before, "after": weights()},
-                   out / f"{task.name}-rank{accelerator.process_index}.pt")
+        torch.save(
+            {
+                "world": accelerator.num_processes,
+                "backend": backend,
+                "seen": list(seen),
+                "before": before,
+                "after": weights(),
+            },
+            out / f"{task.name}-rank{accelerator.process_index}.pt",
+        )
         return result
 
     module.fit = fit

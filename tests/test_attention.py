@@ -44,8 +44,9 @@ def tokens():
 def test_masked_attention_matches_reference_for_one_hot_masks(attn, tokens, seed):
     x, context = tokens
     mask = one_hot_mask(seed)
-    torch.testing.assert_close(attn(x, context, mask), reference_masked_attention(attn, x, context, mask),
-                               atol=ATOL, rtol=0)
+    torch.testing.assert_close(
+        attn(x, context, mask), reference_masked_attention(attn, x, context, mask), atol=ATOL, rtol=0
+    )
 
 
 def test_pixels_without_class_get_mean_value_like_reference(attn, tokens):
@@ -55,8 +56,7 @@ def test_pixels_without_class_get_mean_value_like_reference(attn, tokens):
     torch.testing.assert_close(out, reference_masked_attention(attn, x, context, mask), atol=ATOL, rtol=0)
     empty = mask.sum(dim=1) == 0  # (B, N)
     mean_out = attn.to_out(attn.to_v(context).mean(dim=1))  # (B, DIM)
-    torch.testing.assert_close(out[0, empty[0]], mean_out[0].expand(int(empty[0].sum()), -1),
-                               atol=ATOL, rtol=0)
+    torch.testing.assert_close(out[0, empty[0]], mean_out[0].expand(int(empty[0].sum()), -1), atol=ATOL, rtol=0)
 
 
 def test_all_zero_mask_gives_mean_of_values_everywhere(attn, tokens):
@@ -84,8 +84,9 @@ def test_class_with_zeroed_style_row_is_masked_like_reference(attn, tokens):
     context = context.clone()
     context[:, 2] = 0
     mask = one_hot_mask(6)
-    torch.testing.assert_close(attn(x, context, mask), reference_masked_attention(attn, x, context, mask),
-                               atol=ATOL, rtol=0)
+    torch.testing.assert_close(
+        attn(x, context, mask), reference_masked_attention(attn, x, context, mask), atol=ATOL, rtol=0
+    )
 
 
 def test_one_hot_output_does_not_depend_on_query_projection(attn, tokens):
@@ -106,15 +107,15 @@ def test_soft_and_multi_class_masks_match_reference(attn, tokens, kind):
     else:
         mask = (torch.rand(B, C, N, generator=g) < 0.4).float()
     assert not is_one_hot_or_empty(mask)
-    torch.testing.assert_close(attn(x, context, mask), reference_masked_attention(attn, x, context, mask),
-                               atol=ATOL, rtol=0)
+    torch.testing.assert_close(
+        attn(x, context, mask), reference_masked_attention(attn, x, context, mask), atol=ATOL, rtol=0
+    )
 
 
 def test_exact_path_equals_hard_path_on_one_hot_masks(attn, tokens):
     x, context = tokens
     mask = one_hot_mask(9, empty_fraction=0.3)
-    torch.testing.assert_close(attn(x, context, mask, hard=False), attn(x, context, mask, hard=True),
-                               atol=ATOL, rtol=0)
+    torch.testing.assert_close(attn(x, context, mask, hard=False), attn(x, context, mask, hard=True), atol=ATOL, rtol=0)
 
 
 def test_is_one_hot_or_empty():
@@ -128,8 +129,7 @@ def test_plain_cross_attention_matches_softmax_reference(tokens):
     torch.manual_seed(0)
     attn = CrossAttention(DIM, CTX, HEADS, DIM_HEAD)
     x, context = tokens
-    torch.testing.assert_close(attn(x, context), reference_softmax_attention(attn, x, context),
-                               atol=ATOL, rtol=0)
+    torch.testing.assert_close(attn(x, context), reference_softmax_attention(attn, x, context), atol=ATOL, rtol=0)
 
 
 def test_self_attention_matches_explicit_softmax(tokens):

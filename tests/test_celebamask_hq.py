@@ -13,7 +13,7 @@ def _regions(face: int) -> dict[str, np.ndarray]:
     """Overlapping parts, so the result depends on which is painted last."""
     masks = {name: np.zeros((MASK, MASK), bool) for name in ("skin", "nose", "hair", "cloth")}
     masks["skin"][4:28, 4:28] = True
-    masks["nose"][12:20, 12 + face % 3:20] = True  # inside the skin
+    masks["nose"][12:20, 12 + face % 3 : 20] = True  # inside the skin
     masks["hair"][0:14, :] = True  # over the skin's top and the nose's upper rows
     masks["cloth"][24:, :] = True  # over the skin's bottom
     return masks
@@ -60,8 +60,7 @@ def test_prepare_writes_the_authors_layout_and_split(tmp_path):
     report = prepare(src, dst, progress=False, test_start=4)
     assert (report.train, report.test, report.written, report.problems) == (4, 2, 6, 0)
     for split, faces in (("train", range(4)), ("test", range(4, 6))):
-        assert sorted(p.name for p in (dst / split / "images").iterdir()) == sorted(
-            f"{f}.jpg" for f in faces)
+        assert sorted(p.name for p in (dst / split / "images").iterdir()) == sorted(f"{f}.jpg" for f in faces)
         for face in faces:
             copied = (dst / split / "images" / f"{face}.jpg").read_bytes()
             assert copied == (src / "CelebA-HQ-img" / f"{face}.jpg").read_bytes()  # no re-encode
@@ -94,8 +93,7 @@ def test_prepare_reports_missing_and_corrupt_inputs_and_goes_on(tmp_path):
     assert len(report.unreadable) == 2
     assert "00003_hair.png" in report.unreadable[0] and "4.jpg" in report.unreadable[1]
     assert (report.train, report.written) == (3, 3)  # 0, 1, 5
-    assert sorted(p.name for p in (dst / "train" / "labels").iterdir()) == ["0.png", "1.png",
-                                                                          "5.png"]
+    assert sorted(p.name for p in (dst / "train" / "labels").iterdir()) == ["0.png", "1.png", "5.png"]
     assert "missing" in report.summary() and "4.jpg" in report.summary()
 
 

@@ -21,8 +21,20 @@ def converted(tmp_path_factory, tiny_pipe):
     root = tmp_path_factory.mktemp("cli")
     (root / "authors.yaml").write_text(authors_yaml(tiny_pipe))
     torch.save(authors_checkpoint(tiny_pipe), root / "authors.ckpt")
-    assert main(["convert", "--config", str(root / "authors.yaml"), "--ckpt", str(root / "authors.ckpt"),
-                 "--out", str(root / "model")]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                "--config",
+                str(root / "authors.yaml"),
+                "--ckpt",
+                str(root / "authors.ckpt"),
+                "--out",
+                str(root / "model"),
+            ]
+        )
+        == 0
+    )
     for name, seed in (("target", 1), ("reference", 2)):
         image, labels = face(seed=seed)
         save_image(image, root / f"{name}.png")
@@ -32,19 +44,50 @@ def converted(tmp_path_factory, tiny_pipe):
 
 
 def _edit(root, *extra):
-    return main(["edit", "--model", str(root / "model"), "--image", str(root / "target.png"),
-                 "--mask", str(root / "target_mask.png"), "--steps", "2", "--out", str(root / "out"), *extra])
+    return main(
+        [
+            "edit",
+            "--model",
+            str(root / "model"),
+            "--image",
+            str(root / "target.png"),
+            "--mask",
+            str(root / "target_mask.png"),
+            "--steps",
+            "2",
+            "--out",
+            str(root / "out"),
+            *extra,
+        ]
+    )
 
 
-@pytest.mark.parametrize("mode, extra", [
-    ("reconstruct", []),
-    ("swap", ["--reference", "reference.png", "--reference-mask", "reference_colour_mask.png"]),
-    ("partial", ["--reference", "reference.png", "--reference-mask", "reference_mask.png", "--parts", "hair,l_eye"]),
-    ("mix", ["--parts", "lips"]),
-    ("random", ["--num", "2"]),
-    ("interpolate", ["--reference", "reference.png", "--reference-mask", "reference_mask.png",
-                     "--alphas", "0,1", "--edited-mask", "reference_mask.png"]),
-])
+@pytest.mark.parametrize(
+    "mode, extra",
+    [
+        ("reconstruct", []),
+        ("swap", ["--reference", "reference.png", "--reference-mask", "reference_colour_mask.png"]),
+        (
+            "partial",
+            ["--reference", "reference.png", "--reference-mask", "reference_mask.png", "--parts", "hair,l_eye"],
+        ),
+        ("mix", ["--parts", "lips"]),
+        ("random", ["--num", "2"]),
+        (
+            "interpolate",
+            [
+                "--reference",
+                "reference.png",
+                "--reference-mask",
+                "reference_mask.png",
+                "--alphas",
+                "0,1",
+                "--edited-mask",
+                "reference_mask.png",
+            ],
+        ),
+    ],
+)
 def test_edit_modes_end_to_end(converted, mode, extra):
     extra = [str(converted / e) if e.endswith(".png") else e for e in extra]
     assert _edit(converted, "--mode", mode, *extra) == 0
@@ -57,9 +100,24 @@ def test_edit_preserve_keeps_the_target_outside_the_parts(converted):
 
     from scadm.regions import distance
 
-    assert _edit(converted, "--mode", "partial", "--reference", str(converted / "reference.png"),
-                 "--reference-mask", str(converted / "reference_mask.png"), "--parts", "hair",
-                 "--preserve", "4", "--out", str(converted / "kept")) == 0
+    assert (
+        _edit(
+            converted,
+            "--mode",
+            "partial",
+            "--reference",
+            str(converted / "reference.png"),
+            "--reference-mask",
+            str(converted / "reference_mask.png"),
+            "--parts",
+            "hair",
+            "--preserve",
+            "4",
+            "--out",
+            str(converted / "kept"),
+        )
+        == 0
+    )
     result = np.asarray(Image.open(converted / "kept" / "target_partial_0_seed0.png"))
     target = np.asarray(Image.open(converted / "target.png"))
     labels = face(seed=1)[1]
@@ -69,21 +127,55 @@ def test_edit_preserve_keeps_the_target_outside_the_parts(converted):
 
 
 def test_sample_writes_one_image_per_seed(converted):
-    assert main(["sample", str(converted / "target_mask.png"), "--model", str(converted / "model"),
-                 "--num", "2", "--steps", "2", "--seed", "5", "--out", str(converted / "s")]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(converted / "target_mask.png"),
+                "--model",
+                str(converted / "model"),
+                "--num",
+                "2",
+                "--steps",
+                "2",
+                "--seed",
+                "5",
+                "--out",
+                str(converted / "s"),
+            ]
+        )
+        == 0
+    )
     assert {p.name for p in (converted / "s").iterdir()} == {
-        "target_mask_seed5.png", "target_mask_seed6.png", "target_mask_grid.png"}
+        "target_mask_seed5.png",
+        "target_mask_seed6.png",
+        "target_mask_grid.png",
+    }
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--mode", "partial", "--reference", "reference.png", "--reference-mask", "reference_mask.png"], "--parts"),
-    (["--mode", "swap"], "reference"),
-    (["--mode", "partial", "--parts", "tail", "--reference", "reference.png",
-      "--reference-mask", "reference_mask.png"], "tail"),
-    (["--reference", "reference.png"], "--reference-mask"),
-    (["--edited-mask", "missing.png"], "missing.png"),
-    (["--preserve", "-3"], "--preserve"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--mode", "partial", "--reference", "reference.png", "--reference-mask", "reference_mask.png"], "--parts"),
+        (["--mode", "swap"], "reference"),
+        (
+            [
+                "--mode",
+                "partial",
+                "--parts",
+                "tail",
+                "--reference",
+                "reference.png",
+                "--reference-mask",
+                "reference_mask.png",
+            ],
+            "tail",
+        ),
+        (["--reference", "reference.png"], "--reference-mask"),
+        (["--edited-mask", "missing.png"], "missing.png"),
+        (["--preserve", "-3"], "--preserve"),
+    ],
+)
 def test_bad_edit_arguments_give_one_line(converted, capsys, args, needle):
     args = [str(converted / a) if a.endswith(".png") else a for a in args]
     assert _edit(converted, *args) == 2
@@ -93,8 +185,19 @@ def test_bad_edit_arguments_give_one_line(converted, capsys, args, needle):
 
 def test_grayscale_target_is_refused(converted, capsys):
     Image.new("L", (64, 64)).save(converted / "gray.png")
-    code = main(["edit", "--model", str(converted / "model"), "--image", str(converted / "gray.png"),
-                 "--mask", str(converted / "target_mask.png"), "--out", str(converted / "out")])
+    code = main(
+        [
+            "edit",
+            "--model",
+            str(converted / "model"),
+            "--image",
+            str(converted / "gray.png"),
+            "--mask",
+            str(converted / "target_mask.png"),
+            "--out",
+            str(converted / "out"),
+        ]
+    )
     assert code == 2 and "gray.png" in capsys.readouterr().err
 
 
@@ -128,21 +231,37 @@ def _one_line(capsys) -> str:
 
 
 def _sample(root, *extra):
-    return main(["sample", str(root / "target_mask.png"), "--model", str(root / "model"), "--steps", "1",
-                 "--num", "1", "--out", str(root / "s"), *extra])
+    return main(
+        [
+            "sample",
+            str(root / "target_mask.png"),
+            "--model",
+            str(root / "model"),
+            "--steps",
+            "1",
+            "--num",
+            "1",
+            "--out",
+            str(root / "s"),
+            *extra,
+        ]
+    )
 
 
-@pytest.mark.parametrize("flag, value, needle", [
-    ("--device", "tpu:7", "--device tpu:7: not a device"),
-    ("--seed", str(2**70), "--seed: must be an integer in 0..2**64-1, got 1180591620717411303424"),
-    ("--seed", "-1", "--seed: must be an integer in 0..2**64-1, got -1"),
-    ("--guidance", "nan", "--guidance: must be a finite number"),
-    ("--guidance", "inf", "--guidance: must be a finite number"),
-    ("--eta", "2", "--eta: must be a number in [0, 1]"),
-    ("--steps", "0", "--steps: must be an integer in 1..1000"),
-    ("--sampler", "euler", "--sampler: must be one of ddim, ddpm, dpm++"),
-    ("--dtype", "fp8", "--dtype: must be one of"),
-])
+@pytest.mark.parametrize(
+    "flag, value, needle",
+    [
+        ("--device", "tpu:7", "--device tpu:7: not a device"),
+        ("--seed", str(2**70), "--seed: must be an integer in 0..2**64-1, got 1180591620717411303424"),
+        ("--seed", "-1", "--seed: must be an integer in 0..2**64-1, got -1"),
+        ("--guidance", "nan", "--guidance: must be a finite number"),
+        ("--guidance", "inf", "--guidance: must be a finite number"),
+        ("--eta", "2", "--eta: must be a number in [0, 1]"),
+        ("--steps", "0", "--steps: must be an integer in 1..1000"),
+        ("--sampler", "euler", "--sampler: must be one of ddim, ddpm, dpm++"),
+        ("--dtype", "fp8", "--dtype: must be one of"),
+    ],
+)
 def test_bad_render_flags_are_one_line_naming_the_flag(converted, capsys, flag, value, needle):
     assert _edit(converted, flag, value) == 2
     assert needle in _one_line(capsys)
@@ -166,21 +285,33 @@ def test_cuda_without_cuda_is_refused_by_edit_and_sample(converted, capsys):
 
 
 def _settings_file(path, **values):
-    data = {"format": "scadm-edit-settings/1", "parts": {"hair": {"source": "random", "weight": 1.0}},
-            "global_weight": 1.0, "steps": 2, "guidance": 1.2, "sampler": "ddim", "eta": 0.0, "seed": 11,
-            "dtype": "fp32", **values}
+    data = {
+        "format": "scadm-edit-settings/1",
+        "parts": {"hair": {"source": "random", "weight": 1.0}},
+        "global_weight": 1.0,
+        "steps": 2,
+        "guidance": 1.2,
+        "sampler": "ddim",
+        "eta": 0.0,
+        "seed": 11,
+        "dtype": "fp32",
+        **values,
+    }
     path.write_text(json.dumps(data))
     return path
 
 
-@pytest.mark.parametrize("values, needle", [
-    ({"stpes": 3}, "unknown key 'stpes'"),
-    ({"steps": 0}, ": steps: must be an integer in 1..1000, got 0"),
-    ({"seed": -1}, ": seed: must be an integer in 0..2**64-1, got -1"),
-    ({"guidance": float("nan")}, ": guidance: must be a finite number"),
-    ({"parts": {"unicorn": {"source": "random", "weight": 1}}}, ": parts.unicorn: unknown class 'unicorn'"),
-    ({"parts": {"hair": {"source": "random", "weight": 2}}}, ": parts.hair.weight: must be a number in [0, 1]"),
-])
+@pytest.mark.parametrize(
+    "values, needle",
+    [
+        ({"stpes": 3}, "unknown key 'stpes'"),
+        ({"steps": 0}, ": steps: must be an integer in 1..1000, got 0"),
+        ({"seed": -1}, ": seed: must be an integer in 0..2**64-1, got -1"),
+        ({"guidance": float("nan")}, ": guidance: must be a finite number"),
+        ({"parts": {"unicorn": {"source": "random", "weight": 1}}}, ": parts.unicorn: unknown class 'unicorn'"),
+        ({"parts": {"hair": {"source": "random", "weight": 2}}}, ": parts.hair.weight: must be a number in [0, 1]"),
+    ],
+)
 def test_settings_file_errors_name_the_file_and_its_key(converted, tmp_path, capsys, values, needle):
     path = _settings_file(tmp_path / "my-settings.json", **values)
     assert _edit(converted, "--settings", str(path)) == 2
@@ -192,13 +323,46 @@ def test_settings_file_errors_name_the_file_and_its_key(converted, tmp_path, cap
 def test_flags_given_explicitly_win_over_the_settings_file_and_say_so(converted, tmp_path, capsys):
     path = _settings_file(tmp_path / "s.json")
     out = tmp_path / "out"
-    assert main(["edit", "--model", str(converted / "model"), "--image", str(converted / "target.png"),
-                 "--mask", str(converted / "target_mask.png"), "--settings", str(path), "--seed", "5",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "edit",
+                "--model",
+                str(converted / "model"),
+                "--image",
+                str(converted / "target.png"),
+                "--mask",
+                str(converted / "target_mask.png"),
+                "--settings",
+                str(path),
+                "--seed",
+                "5",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert (out / "target_settings_0_seed5.png").is_file()
     assert f"note: --seed 5 replaces {path}'s seed 11" in capsys.readouterr().err
-    assert main(["edit", "--model", str(converted / "model"), "--image", str(converted / "target.png"),
-                 "--mask", str(converted / "target_mask.png"), "--settings", str(path), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "edit",
+                "--model",
+                str(converted / "model"),
+                "--image",
+                str(converted / "target.png"),
+                "--mask",
+                str(converted / "target_mask.png"),
+                "--settings",
+                str(path),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert (out / "target_settings_0_seed11.png").is_file()
     assert "note:" not in capsys.readouterr().err  # no flag given: the file's values, silently
 
@@ -216,16 +380,31 @@ def test_edit_and_sample_default_to_the_shipped_model(tmp_path):
     save_image(torch.zeros(3, 64, 64), tmp_path / "face.png")
     assert main(["sample", str(tmp_path / "mask.png"), "--steps", "1", "--num", "1", "--out", str(tmp_path / "s")]) == 0
     assert (tmp_path / "s" / "mask_seed0.png").is_file()
-    assert main(["edit", "--image", str(tmp_path / "face.png"), "--mask", str(tmp_path / "mask.png"),
-                 "--steps", "1", "--out", str(tmp_path / "e")]) == 0
+    assert (
+        main(
+            [
+                "edit",
+                "--image",
+                str(tmp_path / "face.png"),
+                "--mask",
+                str(tmp_path / "mask.png"),
+                "--steps",
+                "1",
+                "--out",
+                str(tmp_path / "e"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "e" / "face_reconstruct_0_seed0.png").is_file()
 
 
 def test_sample_edit_and_evaluate_share_one_set_of_render_flags():
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
-    flags = {name: {o for a in commands[name]._actions for o in a.option_strings}
-             for name in ("sample", "edit", "evaluate")}
+    flags = {
+        name: {o for a in commands[name]._actions for o in a.option_strings} for name in ("sample", "edit", "evaluate")
+    }
     render = {"--steps", "--guidance", "--sampler", "--eta", "--seed", "--dtype", "--device"}
     for name, options in flags.items():
         assert render <= options, name
@@ -240,8 +419,11 @@ def test_the_command_line_uses_only_the_library_layer():
             continue
         tree = ast.parse(module.read_text())
         # absolute names of what it imports: `from ..serve import x` is scadm.serve, `.serve` scadm.cli.serve
-        imported = [{0: "", 1: "scadm.cli.", 2: "scadm."}[n.level] + (n.module or "")
-                    for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        imported = [
+            {0: "", 1: "scadm.cli.", 2: "scadm."}[n.level] + (n.module or "")
+            for n in ast.walk(tree)
+            if isinstance(n, ast.ImportFrom)
+        ]
         imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         assert not [m for m in imported if m.startswith("scadm.serve")], module.name
 
@@ -279,17 +461,53 @@ def overflowing(converted, tiny_pipe):
 
 
 def test_sample_refuses_a_non_finite_render_and_writes_nothing(converted, overflowing, tmp_path, capsys):
-    assert main(["sample", str(converted / "target_mask.png"), "--model", str(overflowing), "--steps", "2",
-                 "--num", "1", "--out", str(tmp_path / "out")]) == 2
+    assert (
+        main(
+            [
+                "sample",
+                str(converted / "target_mask.png"),
+                "--model",
+                str(overflowing),
+                "--steps",
+                "2",
+                "--num",
+                "1",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "NaN or infinite values in sample 0 (seed 0)" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
 
 
 def test_evaluate_writes_no_report_on_a_non_finite_render(overflowing, tmp_path, capsys):
-    assert main(["evaluate", "--protocol", "reconstruction", "--model", str(overflowing), "--num", "2",
-                 "--steps", "2", "--no-fid", "--parser", "none", "--out", str(tmp_path / "report"),
-                 "--cache", str(tmp_path / "cache"), "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--protocol",
+                "reconstruction",
+                "--model",
+                str(overflowing),
+                "--num",
+                "2",
+                "--steps",
+                "2",
+                "--no-fid",
+                "--parser",
+                "none",
+                "--out",
+                str(tmp_path / "report"),
+                "--cache",
+                str(tmp_path / "cache"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "NaN or infinite values" in capsys.readouterr().err
     assert not list((tmp_path / "report").rglob("*.json"))
 
@@ -304,13 +522,32 @@ def test_a_model_with_nan_weights_is_refused_by_every_command(converted, tmp_pat
     state = load_file(weights)
     state["out.2.bias"] = torch.full_like(state["out.2.bias"], float("nan"))
     save_file(state, weights)
-    for argv in (["sample", str(converted / "target_mask.png"), "--model", str(tmp_path / "nan")],
-                 ["evaluate", "--protocol", "reconstruction", "--model", str(tmp_path / "nan"), "--num", "2",
-                  "--no-fid", "--parser", "none", "--out", str(tmp_path / "report")]):
+    for argv in (
+        ["sample", str(converted / "target_mask.png"), "--model", str(tmp_path / "nan")],
+        [
+            "evaluate",
+            "--protocol",
+            "reconstruction",
+            "--model",
+            str(tmp_path / "nan"),
+            "--num",
+            "2",
+            "--no-fid",
+            "--parser",
+            "none",
+            "--out",
+            str(tmp_path / "report"),
+        ],
+    ):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
-        assert err.endswith("tensor out.2.bias holds NaN or infinite values; the weights are corrupt or come "
-                            "from a diverged training run") and str(weights) in err
+        assert (
+            err.endswith(
+                "tensor out.2.bias holds NaN or infinite values; the weights are corrupt or come "
+                "from a diverged training run"
+            )
+            and str(weights) in err
+        )
     assert not (tmp_path / "report").exists()
 
 
@@ -320,11 +557,25 @@ def test_convert_warns_about_unknown_settings_in_one_line(converted, tmp_path, c
     raw = yaml.safe_load((converted / "authors.yaml").read_text())
     raw["model"]["params"]["unet_config"]["params"]["frobnicate"] = 3
     (tmp_path / "odd.yaml").write_text(yaml.safe_dump(raw))
-    assert main(["convert", "--config", str(tmp_path / "odd.yaml"), "--ckpt", str(converted / "authors.ckpt"),
-                 "--out", str(tmp_path / "model")]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                "--config",
+                str(tmp_path / "odd.yaml"),
+                "--ckpt",
+                str(converted / "authors.ckpt"),
+                "--out",
+                str(tmp_path / "model"),
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err.strip()
-    assert err == (f"scadm convert: warning: {tmp_path / 'odd.yaml'}: unknown setting(s) unet_config.frobnicate "
-                   "ignored; scadm does not implement them, check the converted model")
+    assert err == (
+        f"scadm convert: warning: {tmp_path / 'odd.yaml'}: unknown setting(s) unet_config.frobnicate "
+        "ignored; scadm does not implement them, check the converted model"
+    )
 
 
 def test_seeds_past_the_generators_range_are_refused_before_rendering(converted, capsys, monkeypatch):

@@ -81,8 +81,9 @@ def test_partial_checkpoint_lists_missing_keys(tiny_pipe, authors_files, tmp_pat
     state["cond_stage_model.bogus"] = torch.zeros(1)
     bad = tmp_path / "partial.ckpt"
     torch.save({"state_dict": state}, bad)
-    with pytest.raises(CheckpointError,
-                       match=r"style encoder.*1 missing: Encoder\.first_layer\.0\.weight.*1 unexpected: bogus"):
+    with pytest.raises(
+        CheckpointError, match=r"style encoder.*1 missing: Encoder\.first_layer\.0\.weight.*1 unexpected: bogus"
+    ):
         convert(config, bad, weights="raw")
 
 
@@ -96,8 +97,9 @@ def test_checkpoint_of_another_model_is_refused(tiny_pipe, authors_files, tmp_pa
 
 def test_ema_missing_is_explained(tiny_pipe, authors_files, tmp_path):
     config, ckpt = authors_files
-    state = {k: v for k, v in torch.load(ckpt, weights_only=True)["state_dict"].items()
-             if not k.startswith("model_ema.")}
+    state = {
+        k: v for k, v in torch.load(ckpt, weights_only=True)["state_dict"].items() if not k.startswith("model_ema.")
+    }
     raw_only = tmp_path / "raw.ckpt"
     torch.save({"state_dict": state}, raw_only)
     with pytest.raises(CheckpointError, match="--weights raw"):
@@ -139,8 +141,13 @@ def test_lightning_callback_classes_in_a_checkpoint_are_stubbed_not_imported(tmp
     ModelCheckpoint = type("ModelCheckpoint", (), {"__module__": names[-1]})
     sys.modules[names[-1]].ModelCheckpoint = ModelCheckpoint
     ckpt = tmp_path / "pl142.ckpt"
-    torch.save({"state_dict": {"model.diffusion_model.x": torch.ones(2)},
-                "callbacks": {ModelCheckpoint: {"best_model_score": torch.tensor(0.1)}}}, ckpt)
+    torch.save(
+        {
+            "state_dict": {"model.diffusion_model.x": torch.ones(2)},
+            "callbacks": {ModelCheckpoint: {"best_model_score": torch.tensor(0.1)}},
+        },
+        ckpt,
+    )
     for name in names:
         monkeypatch.delitem(sys.modules, name)
     assert torch.equal(load_checkpoint(ckpt)["model.diffusion_model.x"], torch.ones(2))
@@ -167,6 +174,7 @@ def _one_line_error(ckpt) -> str:
 def test_legacy_pickle_with_code_is_refused_naming_the_code(tmp_path):
     """Pre-1.6 (non-zip) files: torch cannot list their globals up front, so the refusal used to
     be the first line of torch's advice to load unsafely, cut mid-sentence."""
+
     class Payload:
         def __reduce__(self):
             return (exec, ("raise SystemExit('pwned')",))
@@ -182,14 +190,20 @@ def test_a_legacy_checkpoint_of_plain_tensors_still_loads(tmp_path):
     assert torch.equal(load_checkpoint(legacy)["a"], torch.ones(2))
 
 
-@pytest.mark.parametrize("name, make, says", [
-    ("cut.ckpt", lambda p, full: p.write_bytes(full[: len(full) // 2]), "truncated or corrupt"),
-    ("cut_legacy.ckpt", None, "truncated or corrupt"),
-    ("empty.ckpt", lambda p, full: p.write_bytes(b""), "is empty"),
-    ("plain.ckpt", lambda p, full: p.write_bytes(__import__("pickle").dumps({"a": 1}, protocol=4)),
-     "not a PyTorch checkpoint"),
-    ("cut.safetensors", None, "truncated or corrupt safetensors file"),
-])
+@pytest.mark.parametrize(
+    "name, make, says",
+    [
+        ("cut.ckpt", lambda p, full: p.write_bytes(full[: len(full) // 2]), "truncated or corrupt"),
+        ("cut_legacy.ckpt", None, "truncated or corrupt"),
+        ("empty.ckpt", lambda p, full: p.write_bytes(b""), "is empty"),
+        (
+            "plain.ckpt",
+            lambda p, full: p.write_bytes(__import__("pickle").dumps({"a": 1}, protocol=4)),
+            "not a PyTorch checkpoint",
+        ),
+        ("cut.safetensors", None, "truncated or corrupt safetensors file"),
+    ],
+)
 def test_damaged_checkpoints_say_what_is_wrong_in_one_line(tmp_path, name, make, says):
     path = tmp_path / name
     if name == "cut_legacy.ckpt":
@@ -223,8 +237,11 @@ def test_unknown_config_settings_are_named_in_a_warning(tiny_pipe, authors_files
     raw["model"]["params"]["first_stage_config"]["params"]["ddconfig"]["tanh_out"] = True
     odd = tmp_path / "odd.yaml"
     odd.write_text(yaml.safe_dump(raw))
-    with pytest.warns(ScadmWarning, match=r"odd\.yaml: unknown setting\(s\) unet_config\.use_scale_shift_norm, "
-                                          r"ddconfig\.tanh_out ignored"):
+    with pytest.warns(
+        ScadmWarning,
+        match=r"odd\.yaml: unknown setting\(s\) unet_config\.use_scale_shift_norm, "
+        r"ddconfig\.tanh_out ignored",
+    ):
         convert(odd, ckpt, weights="raw")
 
 
@@ -235,8 +252,11 @@ def test_a_wrong_class_count_blames_the_config_setting(tiny_pipe, authors_files,
     raw["model"]["params"]["cond_stage_config"]["params"]["num_mask_channels"] = 20
     wrong = tmp_path / "wrong.yaml"
     wrong.write_text(yaml.safe_dump(raw))
-    with pytest.raises(InputError, match=r"wrong\.yaml: unet_config num_classes is 20 but .*last\.ckpt was "
-                                         r"trained with 19 classes .*set num_classes: 19"):
+    with pytest.raises(
+        InputError,
+        match=r"wrong\.yaml: unet_config num_classes is 20 but .*last\.ckpt was "
+        r"trained with 19 classes .*set num_classes: 19",
+    ):
         convert(wrong, ckpt, weights="raw")
     raw["model"]["params"]["cond_stage_config"]["params"]["num_mask_channels"] = 19
     wrong.write_text(yaml.safe_dump(raw))

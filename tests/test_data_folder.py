@@ -20,8 +20,7 @@ def _write_pair(root, name, labels=None, image=None, image_ext=".png"):
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "labels").mkdir(parents=True, exist_ok=True)
     if image is not False:
-        Image.fromarray(_image(int(name)) if image is None else image).save(
-            root / "images" / f"{name}{image_ext}")
+        Image.fromarray(_image(int(name)) if image is None else image).save(root / "images" / f"{name}{image_ext}")
     if labels is not False:
         labels = np.full((S, S), int(name) % 19, np.uint8) if labels is None else labels
         Image.fromarray(labels.astype(np.uint8)).save(root / "labels" / f"{name}.png")
@@ -190,8 +189,7 @@ def test_other_vocabularies_swap_nothing_by_default(tmp_path):
     _write_pair(tmp_path, "0", labels=np.zeros((S, S)))
     ds = FaceFolder(tmp_path, label_set=label_set_from_config(["bg", "l_eye", "r_eye"]))
     assert ds.flip_pairs == ()
-    assert FaceFolder(tmp_path).flip_pairs == (("l_eye", "r_eye"), ("l_brow", "r_brow"),
-                                               ("l_ear", "r_ear"))
+    assert FaceFolder(tmp_path).flip_pairs == (("l_eye", "r_eye"), ("l_brow", "r_brow"), ("l_ear", "r_ear"))
 
 
 def _names(loader):
@@ -212,8 +210,11 @@ def test_loader_order_is_a_function_of_seed_and_epoch_and_resumes(tmp_path):
     resumed = make_loader(ds, batch_size=2, shuffle=True, num_workers=0, seed=7)
     resumed.sampler.set_epoch(1, start=2 * 2)  # two batches of epoch 1 were done
     assert _names(resumed) == epochs[1][2:]
-    assert _names(make_loader(ds, 3, False, 0, seed=0)) == [["0", "1", "2"], ["3", "4", "5"],
-                                                           ["6", "7", "8"]]  # drop_last
+    assert _names(make_loader(ds, 3, False, 0, seed=0)) == [
+        ["0", "1", "2"],
+        ["3", "4", "5"],
+        ["6", "7", "8"],
+    ]  # drop_last
 
 
 def test_loader_with_workers_matches_single_process_order(tmp_path):

@@ -22,7 +22,8 @@ from scadm.settings import RenderSettings
 # reports compute SSIM (torchmetrics) and draw figures (matplotlib): the metrics extra
 needs_metrics = pytest.mark.skipif(
     find_spec("torchmetrics") is None or find_spec("matplotlib") is None,
-    reason="scadm evaluate needs the metrics extra (torchmetrics, matplotlib): pip install -e '.[metrics]'")
+    reason="scadm evaluate needs the metrics extra (torchmetrics, matplotlib): pip install -e '.[metrics]'",
+)
 
 SKIN = 1
 
@@ -49,16 +50,34 @@ def positive_lpips() -> LPIPS:
 
 
 def tiny_options(num=3, steps=2, **kw) -> Options:
-    settings = dict(batch=3, noise_steps=(2, 3), diversity_masks=2, diversity_samples=2, axis_guidance=(1.0, 1.5),
-                    axis_steps=(2,), timing_steps=(2, 3), timing_repeats=1, progress=False,
-                    part_sets={"l_eye": ("l_eye",), "all": ("all",)})
+    settings = dict(
+        batch=3,
+        noise_steps=(2, 3),
+        diversity_masks=2,
+        diversity_samples=2,
+        axis_guidance=(1.0, 1.5),
+        axis_steps=(2,),
+        timing_steps=(2, 3),
+        timing_repeats=1,
+        progress=False,
+        part_sets={"l_eye": ("l_eye",), "all": ("all",)},
+    )
     return Options(DataSpec.parse("procedural", num), RenderSettings(steps=steps), **{**settings, **kw})
 
 
 def run(pipe, protocols, tmp_path, options=None, names=("tiny-a",)):
     models = [Model(n, Path(n), pipe, f"fingerprint-{n}") for n in names]
-    return evaluate(protocols, models, options or tiny_options(), tmp_path / "out", "scadm evaluate (test)",
-                    tmp_path / "cache", parser=all_skin_parser, features=small_features(), lpips=positive_lpips())
+    return evaluate(
+        protocols,
+        models,
+        options or tiny_options(),
+        tmp_path / "out",
+        "scadm evaluate (test)",
+        tmp_path / "cache",
+        parser=all_skin_parser,
+        features=small_features(),
+        lpips=positive_lpips(),
+    )
 
 
 @needs_metrics
@@ -92,8 +111,11 @@ def test_disentanglement_compares_models_over_the_axes(tiny_pipe, tmp_path, one_
     out = tmp_path / "out"
     rows = json.loads((out / "disentanglement.json").read_text())["metrics"]["rows"]
     assert {(r["model"], r["parts"], r["mode"], r["guidance"]) for r in rows} == {
-        (m, p, mode, g) for m in ("with-attn", "without-attn") for p, mode in
-        (("l_eye", "plain"), ("l_eye", "preserve"), ("all", "plain")) for g in (1.0, 1.5)}
+        (m, p, mode, g)
+        for m in ("with-attn", "without-attn")
+        for p, mode in (("l_eye", "plain"), ("l_eye", "preserve"), ("all", "plain"))
+        for g in (1.0, 1.5)
+    }
     assert all(r["outside_target"] == 0 for r in rows if r["mode"] == "preserve")
     assert all(r["leakage"] is None for r in rows if r["parts"] == "all")
     assert all(r["leakage"] > 0 and r["gt_transfer"] is not None for r in rows if r["parts"] == "l_eye")
@@ -102,8 +124,12 @@ def test_disentanglement_compares_models_over_the_axes(tiny_pipe, tmp_path, one_
 
 @needs_metrics
 def test_partial_swap_reports_plain_and_preserved_side_by_side(tiny_pipe, tmp_path, one_thread):
-    run(tiny_pipe, ["partial-swap"], tmp_path, options=tiny_options(num=2, part_sets={"hair": ("hair",),
-                                                                                      "all": ("all",)}))
+    run(
+        tiny_pipe,
+        ["partial-swap"],
+        tmp_path,
+        options=tiny_options(num=2, part_sets={"hair": ("hair",), "all": ("all",)}),
+    )
     metrics = json.loads((tmp_path / "out" / "partial-swap.json").read_text())["metrics"]
     assert set(metrics) == {"tiny-a/hair", "tiny-a/hair/preserve", "tiny-a/all"}  # 'all' keeps nothing
     plain, kept = metrics["tiny-a/hair"], metrics["tiny-a/hair/preserve"]
@@ -149,8 +175,27 @@ def test_model_fingerprint_follows_the_weights(tiny_pipe, tmp_path):
 
 def _official_release(src: Path, ids) -> None:
     """CelebAMask-HQ's own layout: CelebA-HQ-img/N.jpg and one PNG per part, from procedural faces."""
-    names = ["bg", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear", "mouth",
-             "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth"]
+    names = [
+        "bg",
+        "skin",
+        "nose",
+        "eye_g",
+        "l_eye",
+        "r_eye",
+        "l_brow",
+        "r_brow",
+        "l_ear",
+        "r_ear",
+        "mouth",
+        "u_lip",
+        "l_lip",
+        "hair",
+        "hat",
+        "ear_r",
+        "neck_l",
+        "neck",
+        "cloth",
+    ]
     (src / "CelebA-HQ-img").mkdir(parents=True)
     for face in ids:
         f = render_face(face, 64)
@@ -171,10 +216,36 @@ def test_cli_evaluates_a_converted_checkpoint_on_the_celebamask_hq_test_split(ti
     torch.save(authors_checkpoint(tiny_pipe), ckpt)
     assert main(["convert", "--config", str(config), "--ckpt", str(ckpt), "--out", str(tmp_path / "model")]) == 0
     out = tmp_path / "report"
-    assert main(["evaluate", "--protocol", "reconstruction", "--protocol", "partial-swap", "--model",
-                 str(tmp_path / "model"), "--data", f"celebamask-hq:{tmp_path / 'data'}", "--num", "2",
-                 "--steps", "2", "--no-fid", "--parser", "none", "--part-set", "hair", "--out", str(out),
-                 "--cache", str(tmp_path / "cache"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--protocol",
+                "reconstruction",
+                "--protocol",
+                "partial-swap",
+                "--model",
+                str(tmp_path / "model"),
+                "--data",
+                f"celebamask-hq:{tmp_path / 'data'}",
+                "--num",
+                "2",
+                "--steps",
+                "2",
+                "--no-fid",
+                "--parser",
+                "none",
+                "--part-set",
+                "hair",
+                "--out",
+                str(out),
+                "--cache",
+                str(tmp_path / "cache"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     record = json.loads((out / "reconstruction.json").read_text())
     assert record["data"]["split"] == "test" and record["data"]["num"] == 2
     assert "--data celebamask-hq:" in record["environment"]["command"]

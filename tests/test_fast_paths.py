@@ -20,8 +20,14 @@ def rel_err(out, ref):
 @pytest.fixture(scope="module")
 def unet():
     torch.manual_seed(0)
-    unet = SCADMUNet(model_channels=32, channel_mult=(1, 2), attention_resolutions=(1, 2),
-                     num_head_channels=16, context_dim=CTX, num_classes=C)
+    unet = SCADMUNet(
+        model_channels=32,
+        channel_mult=(1, 2),
+        attention_resolutions=(1, 2),
+        num_head_channels=16,
+        context_dim=CTX,
+        num_classes=C,
+    )
     with torch.no_grad():  # zero-initialised output layers would make every output 0
         for p in unet.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -96,8 +102,19 @@ def test_a_step_compiles_to_one_graph():
     """fullgraph=True raises at the first graph break (the eager backend traces without codegen);
     one res block per level keeps the tracing short and still has every kind of layer."""
     torch._dynamo.reset()
-    unet = SCADMUNet(model_channels=32, channel_mult=(1, 2), attention_resolutions=(2,), num_res_blocks=1,
-                     num_head_channels=16, context_dim=CTX, num_classes=C).eval().requires_grad_(False)
+    unet = (
+        SCADMUNet(
+            model_channels=32,
+            channel_mult=(1, 2),
+            attention_resolutions=(2,),
+            num_res_blocks=1,
+            num_head_channels=16,
+            context_dim=CTX,
+            num_classes=C,
+        )
+        .eval()
+        .requires_grad_(False)
+    )
     x, t, context, mask = guided_inputs(6)
     condition = unet.condition(context, mask, (SIZE, SIZE))
     step = torch.compile(lambda x, t: unet(x, t, condition=condition), fullgraph=True, backend="eager")

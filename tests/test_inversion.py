@@ -62,8 +62,9 @@ def test_inversion_round_trip_reconstructs_z0(tiny_pipe, one_thread):
 def test_keeping_nothing_is_the_plain_sampler_and_keeping_all_is_z0(tiny_pipe, one_thread, sampler):
     image, labels = _target(tiny_pipe)
     eps_fn = _eps_fn(tiny_pipe, image, labels, 1.2)
-    trajectory = ddim_invert(eps_fn, encode(tiny_pipe.vqvae, image), tiny_pipe.schedule.alphas_cumprod,
-                             ddim_timesteps(STEPS), refine=0)
+    trajectory = ddim_invert(
+        eps_fn, encode(tiny_pipe.vqvae, image), tiny_pipe.schedule.alphas_cumprod, ddim_timesteps(STEPS), refine=0
+    )
     x_T = torch.randn_like(trajectory.noise)
     nothing = torch.zeros(1, 1, *x_T.shape[-2:])
     run = dict(schedule=tiny_pipe.schedule, sampler=sampler, num_steps=STEPS)

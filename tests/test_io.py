@@ -38,8 +38,7 @@ def write_png16(path, arr):
 
     header = struct.pack(">IIBBBBB", w, h, 16, {3: 2, 4: 6}[c], 0, 0, 0)
     path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
-        + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
     )
     return path
 
@@ -93,13 +92,14 @@ def test_read_image_accepts_palette_and_opaque_alpha(tmp_path):
     [
         ("gray.png", lambda p: Image.fromarray(label_array()).save(p), ["grayscale", "rgb"]),
         ("bw.png", lambda p: Image.fromarray(label_array()).convert("1").save(p), ["grayscale"]),
-        ("gray16.png", lambda p: Image.fromarray(np.zeros((4, 4), np.uint16)).save(p),
-         ["16-bit", "grayscale"]),
+        ("gray16.png", lambda p: Image.fromarray(np.zeros((4, 4), np.uint16)).save(p), ["16-bit", "grayscale"]),
         ("rgb48.png", lambda p: write_png16(p, np.zeros((4, 4, 3), np.uint16)), ["16-bit"]),
-        ("rgba.png", lambda p: Image.fromarray(np.zeros((4, 4, 4), np.uint8)).save(p),
-         ["alpha", "flatten"]),
-        ("la.png", lambda p: Image.fromarray(np.zeros((4, 4), np.uint8)).convert("LA").save(p),
-         ["grayscale"]),  # an opaque alpha channel is dropped, leaving a grayscale image
+        ("rgba.png", lambda p: Image.fromarray(np.zeros((4, 4, 4), np.uint8)).save(p), ["alpha", "flatten"]),
+        (
+            "la.png",
+            lambda p: Image.fromarray(np.zeros((4, 4), np.uint8)).convert("LA").save(p),
+            ["grayscale"],
+        ),  # an opaque alpha channel is dropped, leaving a grayscale image
         ("cmyk.jpg", lambda p: Image.new("CMYK", (4, 4)).save(p), ["cmyk"]),
         ("nonsquare.png", lambda p: Image.new("RGB", (30, 20)).save(p), ["30x20", "aspect"]),
         ("text.png", lambda p: p.write_text("not an image"), ["cannot read", "corrupt"]),
@@ -321,8 +321,9 @@ def test_save_grid_lays_out_rows_of_different_lengths(tmp_path):
     image = torch.rand(3, 32, 32) * 2 - 1
     labels = torch.from_numpy(label_array(32, 32)).long()
     rows = [[image, mask_to_rgb(labels), labels], [rgb_array(32, 32)]]
-    save_grid(rows, tmp_path / "g.png", row_labels=["first", "second"],
-              col_labels=["image", "mask", "labels"], title="a grid")
+    save_grid(
+        rows, tmp_path / "g.png", row_labels=["first", "second"], col_labels=["image", "mask", "labels"], title="a grid"
+    )
     grid = Image.open(tmp_path / "g.png")
     assert grid.mode == "RGB"
     w, h = grid.size

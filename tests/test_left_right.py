@@ -64,14 +64,21 @@ def test_left_right_permutation_swaps_the_pairs_only():
 def _tiny(mask_downsample: str) -> SCADMPipeline:
     torch.manual_seed(0)
     style_encoder = StyleEncoder(num_downsample=4, num_upsample=3, num_feat=1, style_dim=16)
-    unet = SCADMUNet(model_channels=32, channel_mult=(1, 2), attention_resolutions=(1, 2),
-                     num_head_channels=16, context_dim=48, mask_downsample=mask_downsample)
+    unet = SCADMUNet(
+        model_channels=32,
+        channel_mult=(1, 2),
+        attention_resolutions=(1, 2),
+        num_head_channels=16,
+        context_dim=48,
+        mask_downsample=mask_downsample,
+    )
     with torch.no_grad():  # random weights everywhere, zero-initialised layers included
         for p in list(unet.parameters()) + list(style_encoder.parameters()):
             p.add_(torch.randn_like(p) * 0.05)
     base = tiny_pipeline()
-    return SCADMPipeline(unet, style_encoder, base.vqvae, base.schedule, CELEBAMASK_HQ,
-                         image_size=64, unconditional="blank")
+    return SCADMPipeline(
+        unet, style_encoder, base.vqvae, base.schedule, CELEBAMASK_HQ, image_size=64, unconditional="blank"
+    )
 
 
 @pytest.mark.parametrize("mask_downsample", ["nearest", "any"])  # hard and soft masked attention
@@ -91,8 +98,11 @@ def test_relabelled_pipeline_on_new_labels_equals_the_old_on_old_labels(mask_dow
     assert not torch.allclose(new.unet(x, t, new_code.tokens, new.one_hot(old_labels)), eps_old, **TOL)
     eye = CELEBAMASK_HQ.index("l_eye")
     ref = old_code.index(1)
-    torch.testing.assert_close(new(labels, new_code.swap(new_code.index(1), [eye]), num_inference_steps=3),
-                               old(old_labels, old_code.swap(ref, [PERM[eye]]), num_inference_steps=3), **TOL)
+    torch.testing.assert_close(
+        new(labels, new_code.swap(new_code.index(1), [eye]), num_inference_steps=3),
+        old(old_labels, old_code.swap(ref, [PERM[eye]]), num_inference_steps=3),
+        **TOL,
+    )
 
 
 def test_relabelling_twice_restores_the_model():
@@ -100,8 +110,9 @@ def test_relabelling_twice_restores_the_model():
     once = relabel_style_encoder(encoder, PERM)
     assert once.config.class_order == PERM
     assert relabel_style_encoder(once, PERM).config.class_order is None
-    unet = SCADMUNet(model_channels=32, channel_mult=(1,), attention_resolutions=(1,),
-                     num_head_channels=16, context_dim=8)
+    unet = SCADMUNet(
+        model_channels=32, channel_mult=(1,), attention_resolutions=(1,), num_head_channels=16, context_dim=8
+    )
     back = relabel_unet(relabel_unet(unet, PERM), PERM)
     assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), unet.state_dict().values(), strict=True))
 

@@ -30,10 +30,13 @@ def _poison(path, key, value):
     save_file(state, path)
 
 
-@pytest.mark.parametrize("part, key, value", [
-    ("unet", "input_blocks.1.0.in_layers.0.weight", float("nan")),
-    ("vqvae", "decoder.conv_out.bias", float("-inf")),
-])
+@pytest.mark.parametrize(
+    "part, key, value",
+    [
+        ("unet", "input_blocks.1.0.in_layers.0.weight", float("nan")),
+        ("vqvae", "decoder.conv_out.bias", float("-inf")),
+    ],
+)
 def test_non_finite_weights_are_refused_naming_file_and_tensor(folder, part, key, value):
     _poison(folder / part / WEIGHTS_FILE, key, value)
     msg = _load_error(folder)

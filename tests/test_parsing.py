@@ -19,8 +19,27 @@ from scadm.parsing.train_procedural import confusion_matrix, held_out_score, sco
 from scadm.parsing.weights import BISENET_TO_CELEBAMASK_HQ, load_bisenet
 
 # The parser's own class order, as its training code lists the CelebAMask-HQ annotation files.
-BISENET_ORDER = ("bg", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear",
-                 "ear_r", "nose", "mouth", "u_lip", "l_lip", "neck", "neck_l", "cloth", "hair", "hat")
+BISENET_ORDER = (
+    "bg",
+    "skin",
+    "l_brow",
+    "r_brow",
+    "l_eye",
+    "r_eye",
+    "eye_g",
+    "l_ear",
+    "r_ear",
+    "ear_r",
+    "nose",
+    "mouth",
+    "u_lip",
+    "l_lip",
+    "neck",
+    "neck_l",
+    "cloth",
+    "hair",
+    "hat",
+)
 # Parameters of 79999_iter.pth: 13,300,416, of which the two auxiliary heads hold 2 x 75,072.
 CHECKPOINT_PARAMETERS = 13_300_416
 AUX_HEAD_PARAMETERS = 2 * (64 * 128 * 9 + 2 * 64 + 19 * 64)
@@ -52,8 +71,12 @@ def _checkpoint_like(tmp_path, drop=None):
     """A random state dict in the checkpoint's layout (auxiliary heads included), saved."""
     state = BiSeNet().state_dict()
     for head in AUX_HEADS:
-        aux = {"conv.conv.weight": (64, 128, 3, 3), "conv.bn.weight": (64,),
-               "conv.bn.bias": (64,), "conv_out.weight": (19, 64, 1, 1)}
+        aux = {
+            "conv.conv.weight": (64, 128, 3, 3),
+            "conv.bn.weight": (64,),
+            "conv.bn.bias": (64,),
+            "conv_out.weight": (19, 64, 1, 1),
+        }
         state.update({head + k: torch.randn(s) for k, s in aux.items()})
     if drop:
         del state[drop]
@@ -137,8 +160,9 @@ def test_ffhq_quad_turns_with_the_face():
     rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
     centre = np.array([50.0, 60.0])
     turned = (points - centre) @ rot.T + centre
-    np.testing.assert_allclose(ffhq_quad(*turned), (ffhq_quad(*points) - centre) @ rot.T + centre,
-                               rtol=0, atol=1e-9)  # float64 coordinates ~100: ~1e-14 (measured 3e-14)
+    np.testing.assert_allclose(
+        ffhq_quad(*turned), (ffhq_quad(*points) - centre) @ rot.T + centre, rtol=0, atol=1e-9
+    )  # float64 coordinates ~100: ~1e-14 (measured 3e-14)
     with pytest.raises(InputError, match="degenerate"):
         ffhq_quad([5, 5], [5, 5], [5, 5], [5, 5])
 
@@ -195,8 +219,9 @@ def test_score_from_a_confusion_matrix():
 
 def test_train_parser_writes_a_loadable_folder(tmp_path, one_thread):
     config = ParserConfig(channels=(8, 16), image_size=32)
-    result = train_procedural_parser(tmp_path / "p", steps=2, batch_size=2, config=config,
-                                     held_out=2, log=lambda line: None)
+    result = train_procedural_parser(
+        tmp_path / "p", steps=2, batch_size=2, config=config, held_out=2, log=lambda line: None
+    )
     net = load_procedural_net(tmp_path / "p")
     assert net.config == config and 0.0 <= result.held_out.accuracy <= 1.0
     parser = load_face_parser("procedural", weights=tmp_path / "p")

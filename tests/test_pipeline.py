@@ -64,8 +64,9 @@ def test_render_check_flags_exactly_the_samples_with_non_finite_pixels():
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpm++"])
 def test_every_sampler_renders_images_in_range(tiny_pipe, faces, sampler):
     image, labels = faces[0]
-    out = tiny_pipe(labels[None], tiny_pipe.encode_style(image[None], labels[None]),
-                    num_inference_steps=3, sampler=sampler, eta=1.0)
+    out = tiny_pipe(
+        labels[None], tiny_pipe.encode_style(image[None], labels[None]), num_inference_steps=3, sampler=sampler, eta=1.0
+    )
     assert out.shape == (1, 3, 64, 64) and out.dtype == torch.float32
     assert out.min() >= -1 and out.max() <= 1 and torch.isfinite(out).all()
 
@@ -131,8 +132,9 @@ def test_v_prediction_pipeline_steps_with_the_eps_its_v_implies(tiny_pipe, faces
 
     monkeypatch.setattr(v_pipe.unet, "forward", exact_v)
     monkeypatch.setattr("scadm.pipeline.decode", lambda vqvae, z: z)  # look at the latent itself
-    z_0 = v_pipe(labels[None], v_pipe.encode_style(image[None], labels[None]), num_inference_steps=10,
-                 guidance_scale=1.5, seed=3)
+    z_0 = v_pipe(
+        labels[None], v_pipe.encode_style(image[None], labels[None]), num_inference_steps=10, guidance_scale=1.5, seed=3
+    )
     x_T = torch.randn((1, 3, 16, 16), generator=torch.Generator().manual_seed(3))
     eps = (x_T - abar[901].sqrt() * z_star) / (1 - abar[901]).sqrt()
     # float32 sampler over 10 steps, |z| < 1: measured 1.2e-7
@@ -154,16 +156,23 @@ def test_a_float64_pipeline_samples_in_float64_from_the_float32_seeds_noise(face
     image, labels = faces[0]
     style = pipe.encode_style(image[None], labels[None])
     states = []
-    z64 = pipe(labels[None], style, num_inference_steps=3, seed=4, output_type="latent",
-               callback_on_step_end=lambda p, step, t, d: states.append(d["latents"].dtype))
+    z64 = pipe(
+        labels[None],
+        style,
+        num_inference_steps=3,
+        seed=4,
+        output_type="latent",
+        callback_on_step_end=lambda p, step, t, d: states.append(d["latents"].dtype),
+    )
     assert pipe.state_dtype == torch.float64 and states == [torch.float64] * 3 and z64.dtype == torch.float64
     x_T = torch.randn((1, 3, 16, 16), generator=torch.Generator().manual_seed(4)).double()
     assert torch.equal(pipe(labels[None], style, num_inference_steps=3, latents=x_T, output_type="latent"), z64)
     # the same render as float32 networks give, to float32's error: ~1e-7 relative per op, grown by
     # 1 / sqrt(alpha_bar) (up to ~10 at t = 667) over 3 UNet passes, on |z| up to ~25: measured 4e-6
     pipe.to(dtype=torch.float32)
-    z32 = pipe(labels[None], pipe.encode_style(image[None], labels[None]), num_inference_steps=3, seed=4,
-               output_type="latent")
+    z32 = pipe(
+        labels[None], pipe.encode_style(image[None], labels[None]), num_inference_steps=3, seed=4, output_type="latent"
+    )
     assert z32.dtype == torch.float32 and pipe.state_dtype == torch.float32
     torch.testing.assert_close(z64.float(), z32, rtol=0, atol=1e-4)
     assert not torch.equal(z64.float(), z32)
@@ -265,12 +274,19 @@ def test_step_callback_sees_every_step_and_may_replace_latents(tiny_pipe, faces,
         assert pipe is tiny_pipe
         seen.append((step, t, tensors["latents"].clone()))
 
-    final = tiny_pipe(labels[None], style, num_inference_steps=3, sampler=sampler, output_type="latent",
-                      callback_on_step_end=watch)
+    final = tiny_pipe(
+        labels[None], style, num_inference_steps=3, sampler=sampler, output_type="latent", callback_on_step_end=watch
+    )
     assert [s for s, _, _ in seen] == [0, 1, 2] and [t for _, t, _ in seen] == [667, 334, 1]
     assert torch.equal(seen[-1][2], final)
-    zeroed = tiny_pipe(labels[None], style, num_inference_steps=3, sampler=sampler, output_type="latent",
-                       callback_on_step_end=lambda p, s, t, d: {"latents": d["latents"] * 0} if s == 2 else None)
+    zeroed = tiny_pipe(
+        labels[None],
+        style,
+        num_inference_steps=3,
+        sampler=sampler,
+        output_type="latent",
+        callback_on_step_end=lambda p, s, t, d: {"latents": d["latents"] * 0} if s == 2 else None,
+    )
     assert torch.equal(zeroed, torch.zeros_like(final))
     with pytest.raises(InputError, match="callback_on_step_end: latents"):
         tiny_pipe(labels[None], style, num_inference_steps=2, callback_on_step_end=lambda *a: {"latents": 1})
@@ -283,8 +299,9 @@ def test_encode_style_takes_any_mask_the_encoder_takes(tiny_pipe, faces):
     assert torch.equal(tiny_pipe.encode_style(image[None], one_hot).tokens, by_labels.tokens)
     zero = tiny_pipe.encode_style(image[None], torch.zeros(1, 19, 64, 64))  # the unconditional branch's
     assert not zero.present.any()
-    torch.testing.assert_close(zero.tokens, tiny_pipe.style_encoder(image[None], torch.zeros(1, 19, 64, 64)),
-                               rtol=0, atol=0)  # the same network call
+    torch.testing.assert_close(
+        zero.tokens, tiny_pipe.style_encoder(image[None], torch.zeros(1, 19, 64, 64)), rtol=0, atol=0
+    )  # the same network call
     with pytest.raises(InputError, match="mask"):
         tiny_pipe.encode_style(image[None], torch.zeros(1, 18, 64, 64))
 

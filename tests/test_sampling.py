@@ -141,8 +141,13 @@ def test_ddim_in_float64_matches_a_float64_transcription_to_float64_precision(et
 @pytest.mark.parametrize("num_steps", [10, 50])
 def test_ddim_matches_diffusers_ddim_scheduler_where_steps_divide_T(num_steps):
     scheduler = DDIMScheduler(
-        beta_start=0.0015, beta_end=0.0195, beta_schedule="scaled_linear", clip_sample=False,
-        set_alpha_to_one=False, steps_offset=1, timestep_spacing="leading",
+        beta_start=0.0015,
+        beta_end=0.0195,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        timestep_spacing="leading",
     )
     scheduler.alphas_cumprod = SCHEDULE.alphas_cumprod.clone()
     scheduler.final_alpha_cumprod = SCHEDULE.alphas_cumprod[0]
@@ -288,8 +293,11 @@ def test_samplers_recover_a_gaussian_with_its_exact_eps(sampler, eta):
 def test_sample_rejects_bad_arguments():
     x_T = torch.randn(2, 1, 2, 2)
     for kwargs, name in [
-        (dict(sampler="plms"), "sampler"), (dict(num_steps=0), "num_steps"),
-        (dict(num_steps=1001), "num_steps"), (dict(eta=-0.1), "eta"), (dict(generators=seeded(1)), "generators"),
+        (dict(sampler="plms"), "sampler"),
+        (dict(num_steps=0), "num_steps"),
+        (dict(num_steps=1001), "num_steps"),
+        (dict(eta=-0.1), "eta"),
+        (dict(generators=seeded(1)), "generators"),
     ]:
         with pytest.raises(InputError, match=name):
             sample(toy_eps, x_T, SCHEDULE, **kwargs)
@@ -299,8 +307,14 @@ def test_sample_rejects_bad_arguments():
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_progress_callback_sees_every_step_and_the_default_is_silent(sampler, capsys):
     seen = []
-    sample(toy_eps, torch.randn(1, 1, 2, 2), SCHEDULE, sampler=sampler, num_steps=60,
-           progress=lambda done, total: seen.append((done, total)))
+    sample(
+        toy_eps,
+        torch.randn(1, 1, 2, 2),
+        SCHEDULE,
+        sampler=sampler,
+        num_steps=60,
+        progress=lambda done, total: seen.append((done, total)),
+    )
     assert seen == [(i, 63) for i in range(1, 64)]
     sample(toy_eps, torch.randn(1, 1, 2, 2), SCHEDULE, sampler=sampler, num_steps=10)
     assert capsys.readouterr() == ("", "")

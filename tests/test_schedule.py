@@ -21,9 +21,7 @@ def test_alphas_cumprod_equals_float64_closed_form_rounded_to_float32():
     assert SCHEDULE.alphas_cumprod.dtype == torch.float32
     assert torch.equal(SCHEDULE.alphas_cumprod, torch.from_numpy(ac64.astype(np.float32)))
     assert torch.equal(SCHEDULE.sqrt_alphas_cumprod, torch.from_numpy(np.sqrt(ac64).astype(np.float32)))
-    assert torch.equal(
-        SCHEDULE.sqrt_one_minus_alphas_cumprod, torch.from_numpy(np.sqrt(1 - ac64).astype(np.float32))
-    )
+    assert torch.equal(SCHEDULE.sqrt_one_minus_alphas_cumprod, torch.from_numpy(np.sqrt(1 - ac64).astype(np.float32)))
     assert SCHEDULE.alphas_cumprod[0].item() == pytest.approx(0.9985, rel=1e-7)  # 1 - beta_1, float32
     assert SCHEDULE.alphas_cumprod[-1].item() == pytest.approx(1.42e-4, rel=0.01)
 
@@ -41,8 +39,12 @@ def test_q_sample_is_eq3():
 
 def test_schedule_config_round_trips_through_a_dict():
     d = SCHEDULE.to_dict()
-    assert d == {"num_train_timesteps": 1000, "linear_start": 0.0015, "linear_end": 0.0195,
-                 "prediction_type": "epsilon"}
+    assert d == {
+        "num_train_timesteps": 1000,
+        "linear_start": 0.0015,
+        "linear_end": 0.0195,
+        "prediction_type": "epsilon",
+    }
     assert NoiseSchedule(**d) == SCHEDULE
     # a model_index.json written before prediction_type existed means the authors' eps-prediction
     del d["prediction_type"]
@@ -74,8 +76,10 @@ def test_v_prediction_in_float64_converts_back_to_the_noise_to_float64_precision
     to ~1e-16 and eps comes back to ~1e-15 (|noise| < 5); float32-rounded roots would leave ~1e-8."""
     v_schedule = NoiseSchedule(prediction_type="v_prediction")
     g = torch.Generator().manual_seed(0)
-    x0, noise = torch.randn(4, 3, 5, 5, generator=g, dtype=torch.float64), torch.randn(4, 3, 5, 5, generator=g,
-                                                                                        dtype=torch.float64)
+    x0, noise = (
+        torch.randn(4, 3, 5, 5, generator=g, dtype=torch.float64),
+        torch.randn(4, 3, 5, 5, generator=g, dtype=torch.float64),
+    )
     t = torch.tensor([0, 250, 800, 999])
     x_t = v_schedule.q_sample(x0, t, noise)
     v = v_schedule.target(x0, t, noise)

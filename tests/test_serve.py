@@ -44,14 +44,16 @@ def test_swapping_hair_changes_only_the_hair_row(codes):
 
 def test_part_weights_and_random_source_mix_rows(codes):
     target, reference = codes
-    settings = EditSettings({"hair": PartChoice("reference", 0.5), "skin": PartChoice("random", 1.0)},
-                            global_weight=0.5)
+    settings = EditSettings(
+        {"hair": PartChoice("reference", 0.5), "skin": PartChoice("random", 1.0)}, global_weight=0.5
+    )
     code = settings.style_code(target, reference, CELEBAMASK_HQ)
     expected_hair = 0.75 * target.tokens[:, HAIR] + 0.25 * reference.tokens[:, HAIR]
     # style tokens |x| < 1 in float32: a mix in another op order is a few ulp (1e-7) off
     torch.testing.assert_close(code.tokens[:, HAIR], expected_hair, rtol=0, atol=1e-6)
-    torch.testing.assert_close(code.tokens[:, SKIN], 0.5 * target.tokens[:, SKIN] + 0.5 * target.blank[:, SKIN],
-                               rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        code.tokens[:, SKIN], 0.5 * target.tokens[:, SKIN] + 0.5 * target.blank[:, SKIN], rtol=0, atol=1e-6
+    )
     assert settings.edited_parts() == {"hair": ("reference", 0.25), "skin": ("random", 0.5)}
 
 
@@ -60,24 +62,33 @@ def test_reference_source_without_reference_is_refused(codes):
         EditSettings({"hair": PartChoice("reference")}).style_code(codes[0], None, CELEBAMASK_HQ)
 
 
-@pytest.mark.parametrize("make, needle", [
-    (lambda: EditSettings(render=RenderSettings(steps=0)), "steps"),
-    (lambda: EditSettings(render=RenderSettings(sampler="euler")), "sampler"),
-    (lambda: EditSettings(global_weight=1.5), "global_weight"),
-    (lambda: EditSettings({"hiar": PartChoice("reference")}), "parts.hiar: unknown class 'hiar'"),
-    (lambda: EditSettings({"hair": PartChoice("theirs")}), "source"),
-    (lambda: EditSettings(render=RenderSettings(seed=-1)), "seed"),
-    (lambda: EditSettings(render=RenderSettings(dtype="fp8")), "dtype"),
-    (lambda: EditSettings(preserve="yes"), "preserve"), (lambda: EditSettings(margin=-2), "margin"),
-])
+@pytest.mark.parametrize(
+    "make, needle",
+    [
+        (lambda: EditSettings(render=RenderSettings(steps=0)), "steps"),
+        (lambda: EditSettings(render=RenderSettings(sampler="euler")), "sampler"),
+        (lambda: EditSettings(global_weight=1.5), "global_weight"),
+        (lambda: EditSettings({"hiar": PartChoice("reference")}), "parts.hiar: unknown class 'hiar'"),
+        (lambda: EditSettings({"hair": PartChoice("theirs")}), "source"),
+        (lambda: EditSettings(render=RenderSettings(seed=-1)), "seed"),
+        (lambda: EditSettings(render=RenderSettings(dtype="fp8")), "dtype"),
+        (lambda: EditSettings(preserve="yes"), "preserve"),
+        (lambda: EditSettings(margin=-2), "margin"),
+    ],
+)
 def test_bad_settings_name_the_field(make, needle):
     with pytest.raises(InputError, match=needle):
         make().check(CELEBAMASK_HQ)
 
 
 def test_settings_json_round_trip(tmp_path):
-    settings = EditSettings({"hair": PartChoice("reference", 0.4)}, 0.9,
-                            RenderSettings(7, 2.0, "dpm++", 0.0, 42, "bf16"), preserve=True, margin=3)
+    settings = EditSettings(
+        {"hair": PartChoice("reference", 0.4)},
+        0.9,
+        RenderSettings(7, 2.0, "dpm++", 0.0, 42, "bf16"),
+        preserve=True,
+        margin=3,
+    )
     path = tmp_path / "s.json"
     path.write_text(json.dumps(settings.to_json()))
     assert EditSettings.load(path) == settings
@@ -113,11 +124,16 @@ def test_upload_is_validated_and_resized(tmp_path, faces):
     Image.new("RGB", (32, 48)).save(tmp_path / "tall.png")
     Image.new("L", (32, 48)).save(tmp_path / "tall_mask.png")
     Image.new("RGB", (editor.MAX_UPLOAD_SIDE + 1, 8)).save(tmp_path / "huge.png")
-    cases = [("transparent.png", mask, "transparent"), ("grey.png", mask, "grayscale"),
-             ("corrupt.png", mask, "not an image or corrupt"), ("tall.png", tmp_path / "tall_mask.png", "square"),
-             ("tall.png", mask, "same size"),
-             (image, tmp_path / "big_mask.png", "is 128x128: an image and its mask must be the same size"),
-             ("huge.png", mask, "4096 px limit"), (image, None, "upload both")]
+    cases = [
+        ("transparent.png", mask, "transparent"),
+        ("grey.png", mask, "grayscale"),
+        ("corrupt.png", mask, "not an image or corrupt"),
+        ("tall.png", tmp_path / "tall_mask.png", "square"),
+        ("tall.png", mask, "same size"),
+        (image, tmp_path / "big_mask.png", "is 128x128: an image and its mask must be the same size"),
+        ("huge.png", mask, "4096 px limit"),
+        (image, None, "upload both"),
+    ]
     for bad_image, bad_mask, needle in cases:
         with pytest.raises(InputError, match=needle):
             editor.load_upload(tmp_path / bad_image, bad_mask, CELEBAMASK_HQ, 64, "target")
@@ -129,10 +145,15 @@ def test_upload_errors_name_the_file_not_its_server_path(tmp_path, faces):
     Image.fromarray(faces[0].image).convert("L").save(tmp_path / "grey photo.png")
     (tmp_path / "bomb.png").write_bytes(png_header(100_000, 100_000))
     Image.fromarray(faces[0].labels[::2, ::2].astype(np.uint8)).save(tmp_path / "small_mask.png")
-    cases = [(tmp_path / "grey photo.png", mask, "target image grey photo.png: is grayscale"),
-             (tmp_path / "bomb.png", mask, "target image bomb.png: too large, over the 4096 px limit"),
-             (image, tmp_path / "small_mask.png",
-              "target image t.png is 64x64 but target mask small_mask.png is 32x32: .* same size")]
+    cases = [
+        (tmp_path / "grey photo.png", mask, "target image grey photo.png: is grayscale"),
+        (tmp_path / "bomb.png", mask, "target image bomb.png: too large, over the 4096 px limit"),
+        (
+            image,
+            tmp_path / "small_mask.png",
+            "target image t.png is 64x64 but target mask small_mask.png is 32x32: .* same size",
+        ),
+    ]
     for bad_image, bad_mask, needle in cases:
         with pytest.raises(InputError, match=needle) as err:
             editor.load_upload(str(bad_image), str(bad_mask), CELEBAMASK_HQ, 64, "target")
@@ -189,19 +210,41 @@ def test_cli_replays_the_editor_bit_for_bit(tiny_pipe, faces, tmp_path, one_thre
     target, reference = faces
     labels = target.labels.copy()
     labels[:6, 20:40] = HAT  # a painted hat
-    settings = EditSettings({"hair": PartChoice("reference", 0.7), "skin": PartChoice("random")}, 0.9,
-                            RenderSettings(steps=3, guidance=1.5, sampler="ddim", seed=11))
+    settings = EditSettings(
+        {"hair": PartChoice("reference", 0.7), "skin": PartChoice("random")},
+        0.9,
+        RenderSettings(steps=3, guidance=1.5, sampler="ddim", seed=11),
+    )
     model = tmp_path / "model"
     tiny_pipe.save_pretrained(model)
     pipe = SCADMPipeline.from_pretrained(model)  # what the page runs: the folder the CLI loads too
     result = editor.render(pipe, target, reference, labels, settings)
-    paths = editor.write_bundle(tmp_path / "bundle", result, target, reference, labels, settings, CELEBAMASK_HQ,
-                                model=str(model))
+    paths = editor.write_bundle(
+        tmp_path / "bundle", result, target, reference, labels, settings, CELEBAMASK_HQ, model=str(model)
+    )
     assert "--settings settings.json" in json.loads(paths["settings"].read_text())["command"]
     f = paths
-    rc = main(["edit", "--model", str(model), "--image", str(f["target"]), "--mask", str(f["target_mask"]),
-               "--reference", str(f["reference"]), "--reference-mask", str(f["reference_mask"]),
-               "--edited-mask", str(f["mask"]), "--settings", str(f["settings"]), "--out", str(tmp_path / "out")])
+    rc = main(
+        [
+            "edit",
+            "--model",
+            str(model),
+            "--image",
+            str(f["target"]),
+            "--mask",
+            str(f["target_mask"]),
+            "--reference",
+            str(f["reference"]),
+            "--reference-mask",
+            str(f["reference_mask"]),
+            "--edited-mask",
+            str(f["mask"]),
+            "--settings",
+            str(f["settings"]),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert rc == 0
     replayed = np.asarray(Image.open(tmp_path / "out" / "target_settings_0_seed11.png"))
     np.testing.assert_array_equal(replayed, result)

@@ -35,10 +35,19 @@ from scadm.io import save_image, save_mask  # noqa: E402
 from scadm.labels import CELEBAMASK_HQ  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                                                          "(apt-get install chromium)")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"
+)
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 HAIR = CELEBAMASK_HQ.index("hair")
 HAT = CELEBAMASK_HQ.index("hat")
 TIMEOUT_MS = 40_000
@@ -57,8 +66,12 @@ def server(tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "server.log"
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "scadm.cli", "serve", "--port", str(port), "--device", "cpu"],
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "scadm.cli", "serve", "--port", str(port), "--device", "cpu"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 60
@@ -159,14 +172,18 @@ def _write_pair(folder: Path, stem: str, seed: int, labels=None) -> tuple[Path, 
 def _inside(page, selector: str, width: int, height: int) -> None:
     box = page.locator(selector).first.bounding_box()
     assert box is not None, f"{selector} is not shown"
-    assert box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= width \
-        and box["y"] + box["height"] <= height, f"{selector} at {box} is not inside the {width}x{height} screen"
+    assert (
+        box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= width and box["y"] + box["height"] <= height
+    ), f"{selector} at {box} is not inside the {width}x{height} screen"
 
 
 def _not_cut(page, selector: str) -> None:
     """No text in `selector` is cut (an ellipsis or overflow hides part of it)."""
-    cut = page.eval_on_selector_all(selector, "els => els.filter(e => e.scrollWidth > e.clientWidth + 1"
-                                               " || e.scrollHeight > e.clientHeight + 1).map(e => e.textContent)")
+    cut = page.eval_on_selector_all(
+        selector,
+        "els => els.filter(e => e.scrollWidth > e.clientWidth + 1"
+        " || e.scrollHeight > e.clientHeight + 1).map(e => e.textContent)",
+    )
     assert not cut, f"cut text in {selector}: {cut}"
 
 
@@ -201,8 +218,9 @@ def test_upload_swap_paint_generate(page, tmp_path):
     command = shlex.split(json.loads((bundle / "settings.json").read_text())["command"])
     assert command[0] == "scadm"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "scadm.cli", *command[1:]], cwd=bundle, env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "scadm.cli", *command[1:]], cwd=bundle, env=env, check=True, capture_output=True
+    )
     (replayed,) = (bundle / "replay").glob("*_seed0.png")
     np.testing.assert_array_equal(_png(replayed.read_bytes()), swapped)
 
@@ -240,10 +258,12 @@ def test_a_refused_upload_clears_its_face_and_generate_waits_for_a_valid_one(pag
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"junk" * 10)
     (tmp_path / "huge.png").write_bytes(png_header(100_000, 100_000))
     Image.open(mask).resize((32, 32), Image.Resampling.NEAREST).save(tmp_path / "small_mask.png")
-    refusals = [("image", "grey.png", "target image grey.png: is grayscale"),
-                ("image", "corrupt.png", "target image corrupt.png: not an image or corrupt"),
-                ("image", "huge.png", "target image huge.png: too large, over the 4096 px limit per side"),
-                ("mask", "small_mask.png", "target image face.png is 64x64 but target mask small_mask.png is 32x32")]
+    refusals = [
+        ("image", "grey.png", "target image grey.png: is grayscale"),
+        ("image", "corrupt.png", "target image corrupt.png: not an image or corrupt"),
+        ("image", "huge.png", "target image huge.png: too large, over the 4096 px limit per side"),
+        ("mask", "small_mask.png", "target image face.png is 64x64 but target mask small_mask.png is 32x32"),
+    ]
     for kind, name, message in refusals:
         if kind == "mask":  # a valid image again first, so that only the mask is wrong
             _upload(page, "target", "image", image)

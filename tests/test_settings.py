@@ -27,13 +27,28 @@ def test_defaults_are_the_papers_and_frozen():
     assert s.torch_dtype == torch.float32 and set(DTYPES) >= {"fp32", "bf16"}
 
 
-@pytest.mark.parametrize("field, value", [
-    ("steps", 0), ("steps", 1001), ("steps", 2.0), ("steps", True),
-    ("guidance", float("nan")), ("guidance", float("inf")), ("guidance", -0.5), ("guidance", "1.2"),
-    ("eta", float("nan")), ("eta", 1.5), ("eta", -0.1),
-    ("seed", -1), ("seed", 2**64), ("seed", 2**70), ("seed", 1.0),
-    ("sampler", "euler"), ("dtype", "fp8"),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("steps", 0),
+        ("steps", 1001),
+        ("steps", 2.0),
+        ("steps", True),
+        ("guidance", float("nan")),
+        ("guidance", float("inf")),
+        ("guidance", -0.5),
+        ("guidance", "1.2"),
+        ("eta", float("nan")),
+        ("eta", 1.5),
+        ("eta", -0.1),
+        ("seed", -1),
+        ("seed", 2**64),
+        ("seed", 2**70),
+        ("seed", 1.0),
+        ("sampler", "euler"),
+        ("dtype", "fp8"),
+    ],
+)
 def test_bad_values_are_refused_naming_the_field(field, value):
     with pytest.raises(InputError, match=f"^{field}: must be"):
         RenderSettings(**{field: value})
@@ -56,9 +71,14 @@ def test_from_dict_names_the_source_and_keeps_the_base():
     assert set(FIELDS) == {"steps", "guidance", "sampler", "eta", "seed", "dtype"}
 
 
-@pytest.mark.parametrize("spec, needle", [
-    ("tpu:7", "not a device"), ("banana", "not a device"), ("cpu:3", "one CPU"),
-])
+@pytest.mark.parametrize(
+    "spec, needle",
+    [
+        ("tpu:7", "not a device"),
+        ("banana", "not a device"),
+        ("cpu:3", "one CPU"),
+    ],
+)
 def test_bad_devices_are_one_line(spec, needle):
     with pytest.raises(InputError, match=f"--device {spec}: .*{needle}"):
         resolve_device(spec, "--device")

@@ -96,8 +96,9 @@ def test_interpolate_endpoints_are_the_codes_and_midpoint_is_the_mean(codes):
 def test_interpolate_on_parts_keeps_other_rows(codes):
     src, ref = codes
     out = src.interpolate(ref, 0.25, parts=[2])
-    torch.testing.assert_close(out.tokens[:, 2], 0.75 * src.tokens[:, 2] + 0.25 * ref.tokens[:, 2], rtol=0,
-                               atol=1e-6)  # |x| < 1 in float32: a few ulp, whatever the op order
+    torch.testing.assert_close(
+        out.tokens[:, 2], 0.75 * src.tokens[:, 2] + 0.25 * ref.tokens[:, 2], rtol=0, atol=1e-6
+    )  # |x| < 1 in float32: a few ulp, whatever the op order
     assert torch.equal(out.tokens[:, [0, 1, 3, 4]], src.tokens[:, [0, 1, 3, 4]])
 
 
@@ -115,8 +116,7 @@ def test_interpolation_strip_from_per_sample_alphas(codes):
 @pytest.mark.parametrize("parts", [[C], [-1], [1.0], [True], 3, "hair"])
 def test_bad_parts_raise_input_error(codes, parts):
     src, ref = codes
-    for edit in (lambda: src.swap(ref, parts), lambda: src.randomize(parts),
-                 lambda: src.interpolate(ref, 0.5, parts)):
+    for edit in (lambda: src.swap(ref, parts), lambda: src.randomize(parts), lambda: src.interpolate(ref, 0.5, parts)):
         with pytest.raises(InputError, match="parts"):
             edit()
 

@@ -74,10 +74,10 @@ def test_masked_average_pooling_matches_reference(encoder):
     image, mask = inputs(64, 48)
     mask[1, 2] = 0  # class 2 absent in sample 1 (pixels left unlabelled)
     features, pooled = [], []
-    hooks = [encoder.Decoder[f"dec_layer_{j}"].register_forward_hook(lambda m, i, o: features.append(o))
-             for j in range(UP)]
-    hooks += [encoder.out[f"out_{j}"].register_forward_hook(lambda m, i, o: pooled.append(i[0]))
-              for j in range(UP)]
+    hooks = [
+        encoder.Decoder[f"dec_layer_{j}"].register_forward_hook(lambda m, i, o: features.append(o)) for j in range(UP)
+    ]
+    hooks += [encoder.out[f"out_{j}"].register_forward_hook(lambda m, i, o: pooled.append(i[0])) for j in range(UP)]
     with torch.no_grad():
         out = encoder(image, mask)
     for h in hooks:
@@ -100,7 +100,7 @@ def test_masked_average_pooling_matches_reference(encoder):
         # scale j occupies columns j*D:(j+1)*D of every class row, coarse to fine
         with torch.no_grad():
             style = encoder.out[f"out_{j}"](expected.unsqueeze(-1)).view(B, C, D)
-        torch.testing.assert_close(out[:, :, j * D:(j + 1) * D], style, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(out[:, :, j * D : (j + 1) * D], style, rtol=1e-5, atol=1e-6)
 
 
 def test_absent_class_row_is_tanh_of_output_bias(encoder):
@@ -111,8 +111,8 @@ def test_absent_class_row_is_tanh_of_output_bias(encoder):
         blank = encoder(image, torch.zeros_like(mask))
     for j in range(UP):
         bias = encoder.out[f"out_{j}"][0].bias.view(C, D)
-        assert torch.equal(out[0, 3, j * D:(j + 1) * D], torch.tanh(bias[3]))
-        assert torch.equal(blank[:, :, j * D:(j + 1) * D], torch.tanh(bias).expand(2, C, D))
+        assert torch.equal(out[0, 3, j * D : (j + 1) * D], torch.tanh(bias[3]))
+        assert torch.equal(blank[:, :, j * D : (j + 1) * D], torch.tanh(bias).expand(2, C, D))
     assert not torch.equal(out[1, 3], out[0, 3])  # class 3 is present in sample 1
 
 
@@ -142,10 +142,9 @@ def test_class_groups_mix_only_through_the_skip_concatenation(encoder):
     perturbed = StyleEncoder.from_config(encoder.config).eval()
     perturbed.load_state_dict(encoder.state_dict())
     with torch.no_grad():
-        perturbed.Encoder["first_layer"][0].weight[k * FEAT:(k + 1) * FEAT] += 1.0
+        perturbed.Encoder["first_layer"][0].weight[k * FEAT : (k + 1) * FEAT] += 1.0
         before, after = encoder(image, mask), perturbed(image, mask)
-    changed = [(before[..., s * D:(s + 1) * D] != after[..., s * D:(s + 1) * D]).any(-1).any(0)
-               for s in range(2)]
+    changed = [(before[..., s * D : (s + 1) * D] != after[..., s * D : (s + 1) * D]).any(-1).any(0) for s in range(2)]
     assert changed[0].nonzero().flatten().tolist() == [k]
     readers = sorted({k // 2, (k + C) // 2})  # x slice k and skip slice k (= concat slice k + C)
     assert changed[1].nonzero().flatten().tolist() == readers
@@ -176,15 +175,28 @@ def test_output_matches_the_authors_encoder_on_fixed_weights():
     ramp = torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view_as(out)
     got = [out.sum(), (out * ramp).sum(), out.abs().sum(), *out[0, 0, ::3], *out[1, 4, 1::3]]
     expected = [
-        3.403595990288255, 4.27384846174893, 123.9260473004293,
-        0.7953227256510402, -0.25972064508210896, 0.5940011653952694, 0.23722180858349493,
-        0.08036414548762905, -0.17898589232622245, -0.6053196403606038, 0.6645931494441436,
-        -0.8025579352468772, 0.20224484885080415, -0.862084801880359, 0.668024888533051,
-        0.2730227829733066, 0.03113947715768406, 0.37001663087808867, -0.5605787131987326,
+        3.403595990288255,
+        4.27384846174893,
+        123.9260473004293,
+        0.7953227256510402,
+        -0.25972064508210896,
+        0.5940011653952694,
+        0.23722180858349493,
+        0.08036414548762905,
+        -0.17898589232622245,
+        -0.6053196403606038,
+        0.6645931494441436,
+        -0.8025579352468772,
+        0.20224484885080415,
+        -0.862084801880359,
+        0.668024888533051,
+        0.2730227829733066,
+        0.03113947715768406,
+        0.37001663087808867,
+        -0.5605787131987326,
     ]
     # float64 on both sides, values up to ~124: ~1e-14 (measured 3e-14)
-    torch.testing.assert_close(torch.stack(got), torch.tensor(expected, dtype=torch.float64),
-                               rtol=0, atol=1e-10)
+    torch.testing.assert_close(torch.stack(got), torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-10)
 
 
 # Derived from the authors' MultiScaleEffStyleEncoder(num_downsample=6, num_upsample=5, num_feat=4,

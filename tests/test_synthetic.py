@@ -103,8 +103,7 @@ def _explained(face, name: str) -> np.ndarray:
 def test_interior_pixels_match_their_part_style():
     # Parts with inner details (iris and sclera, teeth, nostrils, ear folds, the shadow under
     # the chin) are only partly their base colour; all others are explained almost entirely.
-    least = {"l_eye": 0.25, "r_eye": 0.25, "mouth": 0.35, "nose": 0.7, "l_ear": 0.4,
-             "r_ear": 0.4, "neck": 0.45}
+    least = {"l_eye": 0.25, "r_eye": 0.25, "mouth": 0.35, "nose": 0.7, "l_ear": 0.4, "r_ear": 0.4, "neck": 0.45}
     explained = {name: [] for name in CLASS_NAMES}
     for seed in range(40):
         face = render_face(seed, 128)

@@ -10,8 +10,12 @@ from scadm.train.loop import resolve_resume
 
 def _save(run, step, keep=3, value=1.0):
     weights = {"unet": {"w": torch.full((3, 2), value), "b": torch.arange(4.0)}}
-    state = {"step": step, "optimizer": {"state": {0: {"exp_avg": torch.ones(2)}}, "param_groups": [{"lr": 0.1}]},
-             "data": {"epoch": 1, "position": 8}, "scaler": None}
+    state = {
+        "step": step,
+        "optimizer": {"state": {0: {"exp_avg": torch.ones(2)}}, "param_groups": [{"lr": 0.1}]},
+        "data": {"epoch": 1, "position": 8},
+        "scaler": None,
+    }
     return ckpt.save_checkpoint(run, step, weights, state, keep)
 
 

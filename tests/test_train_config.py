@@ -29,8 +29,9 @@ def _tiny(**sections) -> dict:
     return data
 
 
-@pytest.mark.parametrize("name", ["tiny.yaml", "demo-procedural-64.yaml", "paper-celebamask-hq.yaml",
-                                  "realistic-64.yaml"])
+@pytest.mark.parametrize(
+    "name", ["tiny.yaml", "demo-procedural-64.yaml", "paper-celebamask-hq.yaml", "realistic-64.yaml"]
+)
 def test_shipped_configs_load_and_pass_checks(name):
     config = load_config(CONFIGS / name)
     assert config.train.style_dropout == 0.5
@@ -85,24 +86,31 @@ def test_exponent_without_dot_is_read_as_a_number(tmp_path):
     assert load_config(_write(tmp_path, _tiny(train={"lr": "2e-6"}))).train.lr == 2e-6
 
 
-@pytest.mark.parametrize("section, values, message", [
-    ("train", {"max_steps": 1.5}, r"train\.max_steps must be a int"),
-    ("train", {"mixed_precision": "fp8"}, r"train\.mixed_precision must be one of"),
-    ("train", {"unconditional": "none"}, r"train\.unconditional must be one of"),
-    ("train", {"prediction_type": "x0"}, r"train\.prediction_type must be one of"),
-    ("train", {"betas": [0.9]}, r"train\.betas must be a list of 2 numbers"),
-    ("model", {"style_encoder": {"num_downsample": 3, "num_upsample": 2, "num_feat": 1, "style_dim": 9}},
-     r"model\.unet\.context_dim must be num_upsample \* style_dim = 18"),
-    ("data", {"size": 36}, r"data\.size 36 must be a multiple of 8"),
-])
+@pytest.mark.parametrize(
+    "section, values, message",
+    [
+        ("train", {"max_steps": 1.5}, r"train\.max_steps must be a int"),
+        ("train", {"mixed_precision": "fp8"}, r"train\.mixed_precision must be one of"),
+        ("train", {"unconditional": "none"}, r"train\.unconditional must be one of"),
+        ("train", {"prediction_type": "x0"}, r"train\.prediction_type must be one of"),
+        ("train", {"betas": [0.9]}, r"train\.betas must be a list of 2 numbers"),
+        (
+            "model",
+            {"style_encoder": {"num_downsample": 3, "num_upsample": 2, "num_feat": 1, "style_dim": 9}},
+            r"model\.unet\.context_dim must be num_upsample \* style_dim = 18",
+        ),
+        ("data", {"size": 36}, r"data\.size 36 must be a multiple of 8"),
+    ],
+)
 def test_inconsistent_settings_are_refused(tmp_path, section, values, message):
     with pytest.raises(InputError, match=message):
         load_config(_write(tmp_path, _tiny(**{section: values})))
 
 
 def test_overrides_set_nested_values_and_are_checked_like_the_file():
-    config = load_config(CONFIGS / "demo-procedural-64.yaml",
-                         ["model.unet.mask_attention=false", "train.max_steps=7", "train.lr=1e-4"])
+    config = load_config(
+        CONFIGS / "demo-procedural-64.yaml", ["model.unet.mask_attention=false", "train.max_steps=7", "train.lr=1e-4"]
+    )
     assert config.model.unet["mask_attention"] is False
     assert config.train.max_steps == 7 and config.train.lr == 1e-4
     assert build_unet(config).config.mask_attention is False

@@ -33,7 +33,7 @@ def test_ranks_split_each_step_into_disjoint_slices_of_the_global_order():
     order = SeededSampler(10, 1).order(0)
     for step in range(2):
         together = [i for s in ranks for i in s.next()["index"].tolist()]
-        assert together == order[4 * step: 4 * step + 4]
+        assert together == order[4 * step : 4 * step + 4]
 
 
 def test_cache_returns_bit_identical_items():

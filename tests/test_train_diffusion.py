@@ -35,12 +35,22 @@ def tiny():
 def test_style_dropout_zeroes_chosen_style_images_and_never_the_mask(tiny):
     _config, unet, style_encoder, vqvae, image, mask = tiny
     seen = {}
-    hooks = [style_encoder.register_forward_pre_hook(lambda m, args: seen.update(style=args)),
-             unet.register_forward_pre_hook(lambda m, args: seen.update(unet_mask=args[3]))]
+    hooks = [
+        style_encoder.register_forward_pre_hook(lambda m, args: seen.update(style=args)),
+        unet.register_forward_pre_hook(lambda m, args: seen.update(unet_mask=args[3])),
+    ]
     try:
         seed = 3
-        diffusion_loss(unet, style_encoder, NoiseSchedule(), encode(vqvae, image), image, mask,
-                       torch.Generator().manual_seed(seed), style_dropout=0.5)
+        diffusion_loss(
+            unet,
+            style_encoder,
+            NoiseSchedule(),
+            encode(vqvae, image),
+            image,
+            mask,
+            torch.Generator().manual_seed(seed),
+            style_dropout=0.5,
+        )
     finally:
         for hook in hooks:
             hook.remove()
@@ -61,8 +71,16 @@ def test_loss_regresses_the_schedules_target(tiny, prediction_type):
     _config, _, style_encoder, vqvae, image, mask = tiny
     schedule = NoiseSchedule(prediction_type=prediction_type)
     z0 = encode(vqvae, image).detach()
-    loss = diffusion_loss(lambda x, *_, **__: torch.zeros_like(x), style_encoder, schedule, z0, image, mask,
-                          torch.Generator().manual_seed(5), style_dropout=0.5)
+    loss = diffusion_loss(
+        lambda x, *_, **__: torch.zeros_like(x),
+        style_encoder,
+        schedule,
+        z0,
+        image,
+        mask,
+        torch.Generator().manual_seed(5),
+        style_dropout=0.5,
+    )
     g = torch.Generator().manual_seed(5)  # replay: t, then the noise
     t = torch.randint(0, 1000, (4,), generator=g)
     noise = torch.randn(z0.shape, generator=g)
@@ -79,8 +97,16 @@ def test_loss_decreases_when_overfitting_one_batch(tiny):
     opt = torch.optim.AdamW(list(unet.parameters()) + list(style_encoder.parameters()), lr=2e-3)
 
     def loss(seed):
-        return diffusion_loss(unet, style_encoder, NoiseSchedule(), z0, image, mask,
-                              torch.Generator().manual_seed(seed), style_dropout=0.5)
+        return diffusion_loss(
+            unet,
+            style_encoder,
+            NoiseSchedule(),
+            z0,
+            image,
+            mask,
+            torch.Generator().manual_seed(seed),
+            style_dropout=0.5,
+        )
 
     with torch.no_grad():
         before = sum(loss(1000 + k).item() for k in range(4))
@@ -114,9 +140,21 @@ def test_ema_follows_the_authors_litema_rule():
 def test_train_vq_then_train_then_sample_from_the_saved_pipeline(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     add_train_commands(parser.add_subparsers(dest="command"))
-    for argv in (["train-vq", str(TINY), "--out", str(tmp_path / "vq"), "--cpu", "--no-progress"],
-                 ["train", str(TINY), "--out", str(tmp_path / "dm"), "--vq", str(tmp_path / "vq"),
-                  "--max-steps", "4", "--cpu", "--no-progress"]):
+    for argv in (
+        ["train-vq", str(TINY), "--out", str(tmp_path / "vq"), "--cpu", "--no-progress"],
+        [
+            "train",
+            str(TINY),
+            "--out",
+            str(tmp_path / "dm"),
+            "--vq",
+            str(tmp_path / "vq"),
+            "--max-steps",
+            "4",
+            "--cpu",
+            "--no-progress",
+        ],
+    ):
         args = parser.parse_args(argv)
         assert args.func(args) == 0
     out = capsys.readouterr().out
@@ -176,15 +214,29 @@ def test_latent_cache_filled_in_chunks_holds_each_items_own_latent(tiny):
             # batched float32 encoder convs round differently: |z| < 1, measured 7e-7
             torch.testing.assert_close(cache.latents[i], alone, atol=1e-5, rtol=0)
     # a batch of cached items is served from the cache, whatever images come with it
-    assert torch.equal(cache([3, 0], torch.zeros(2, 3, 1, 1)),  # served as stored
-                       torch.cat([cache.latents[3], cache.latents[0]]))
+    assert torch.equal(
+        cache([3, 0], torch.zeros(2, 3, 1, 1)),  # served as stored
+        torch.cat([cache.latents[3], cache.latents[0]]),
+    )
 
 
 def test_max_minutes_ends_at_the_first_logging_step_with_a_checkpoint(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     add_train_commands(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["train-vq", str(TINY), "--out", str(tmp_path / "vq"), "--cpu", "--no-progress",
-                              "--set", "train_vq.max_steps=50", "--max-minutes", "1e-9"])
+    args = parser.parse_args(
+        [
+            "train-vq",
+            str(TINY),
+            "--out",
+            str(tmp_path / "vq"),
+            "--cpu",
+            "--no-progress",
+            "--set",
+            "train_vq.max_steps=50",
+            "--max-minutes",
+            "1e-9",
+        ]
+    )
     assert args.func(args) == 0
     assert "train-vq: step 2 (from scratch)" in capsys.readouterr().out  # tiny.yaml logs every 2 steps
     assert json.loads((tmp_path / "vq" / "training.json").read_text())["step"] == 2
@@ -199,8 +251,9 @@ def test_init_starts_a_fresh_run_from_a_pipelines_weights(tmp_path):
     train_vq(config, tmp_path / "vq", max_steps=2, progress=False, cpu=True)
     first = train_diffusion(config, tmp_path / "a", vq=tmp_path / "vq", max_steps=2, progress=False, cpu=True)
     frozen = load_config(TINY, ["train.lr=1e-12", "train.weight_decay=0"])
-    train_diffusion(frozen, tmp_path / "b", vq=tmp_path / "vq", max_steps=1, progress=False, cpu=True,
-                    init=first.export)
+    train_diffusion(
+        frozen, tmp_path / "b", vq=tmp_path / "vq", max_steps=1, progress=False, cpu=True, init=first.export
+    )
     a, b = SCADMPipeline.from_pretrained(first.export), SCADMPipeline.from_pretrained(tmp_path / "b" / "pipeline")
     for name in ("unet", "style_encoder"):
         sa, sb = getattr(a, name).state_dict(), getattr(b, name).state_dict()
@@ -210,10 +263,19 @@ def test_init_starts_a_fresh_run_from_a_pipelines_weights(tmp_path):
             torch.testing.assert_close(sb[k], sa[k], atol=1e-9, rtol=0, msg=f"{name}.{k}")
     wider = load_config(TINY, ["model.unet.model_channels=64"])
     with pytest.raises(CheckpointError, match="--init .* unet does not match"):
-        train_diffusion(wider, tmp_path / "c", vq=tmp_path / "vq", max_steps=1, progress=False, cpu=True,
-                        init=first.export)
+        train_diffusion(
+            wider, tmp_path / "c", vq=tmp_path / "vq", max_steps=1, progress=False, cpu=True, init=first.export
+        )
     from scadm.relabel import left_right_permutation, relabel_pipeline
+
     relabel_pipeline(a, left_right_permutation(a.label_set)).save_pretrained(tmp_path / "relabelled")
     with pytest.raises(CheckpointError, match="class_order"):  # the weights alone would mix up l/r
-        train_diffusion(config, tmp_path / "d", vq=tmp_path / "vq", max_steps=1, progress=False, cpu=True,
-                        init=tmp_path / "relabelled")
+        train_diffusion(
+            config,
+            tmp_path / "d",
+            vq=tmp_path / "vq",
+            max_steps=1,
+            progress=False,
+            cpu=True,
+            init=tmp_path / "relabelled",
+        )

@@ -35,15 +35,38 @@ def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("distributed")
     torch.manual_seed(0)
     build_vqvae(load_config(TINY)).save_pretrained(out / "vqvae")  # untrained: the loop is what is tested
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HOME": str(out / "hf"),  # no user accelerate config
-           "PYTHONPATH": os.pathsep.join([str(Path(scadm.__file__).parents[1]), str(TESTS),
-                                          os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "HF_HOME": str(out / "hf"),  # no user accelerate config
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(scadm.__file__).parents[1]), str(TESTS), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
     # --multi_gpu is accelerate's name for its torchrun launcher; without CUDA and with cpu=True
     # each process runs as MULTI_CPU over gloo
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()),
-               str(TESTS / "distributed_train.py"), str(TINY), str(out / "vqvae"), str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_ip",
+        "127.0.0.1",
+        "--main_process_port",
+        str(_free_port()),
+        str(TESTS / "distributed_train.py"),
+        str(TINY),
+        str(out / "vqvae"),
+        str(out),
+    ]
     try:
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
     except subprocess.TimeoutExpired as e:
@@ -60,7 +83,7 @@ def test_two_processes_share_every_epoch_between_them(runs):
     slices = [a + b for a, b in zip(zero, one, strict=True)]
     assert all(not set(a) & set(b) for a, b in zip(zero, one, strict=True))  # different samples on each rank
     per_epoch = NUM_SAMPLES // len(slices[0])
-    epochs = [[i for s in slices[e:e + per_epoch] for i in s] for e in range(0, len(slices), per_epoch)]
+    epochs = [[i for s in slices[e : e + per_epoch] for i in s] for e in range(0, len(slices), per_epoch)]
     assert epochs and all(sorted(epoch) == list(range(NUM_SAMPLES)) for epoch in epochs)  # together, all
 
 

@@ -69,10 +69,24 @@ def test_killed_diffusion_run_resumes_to_identical_weights(tmp_path, vq_dir):
     assert straight.step == steps
 
     run = tmp_path / "killed"
-    child = subprocess.Popen([sys.executable, "-c", CHILD, "train", str(TINY), "--out", str(run),
-                              "--vq", str(vq_dir), "--cpu", "--no-progress"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            "train",
+            str(TINY),
+            "--out",
+            str(run),
+            "--vq",
+            str(vq_dir),
+            "--cpu",
+            "--no-progress",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     latest = run / "checkpoints" / "latest"
     deadline = time.monotonic() + KILL_TIMEOUT_S
     while not latest.exists():

@@ -15,8 +15,7 @@ from scadm.nn.resblocks import ResBlock, SPADEResBlock, UpcastGroupNorm, timeste
 from scadm.nn.spade import SPADEGroupNorm, resize_mask
 
 CLASSES, CTX = 5, 16
-TINY = dict(model_channels=32, channel_mult=(1, 2), num_head_channels=16, context_dim=CTX,
-            num_classes=CLASSES)
+TINY = dict(model_channels=32, channel_mult=(1, 2), num_head_channels=16, context_dim=CTX, num_classes=CLASSES)
 
 # Golden layout, derived from the authors' UNetModel built on the meta device (label_emb dropped):
 # (number of tensors, sha256 of the sorted "key:AxBxC" lines, number of parameters).
@@ -109,7 +108,7 @@ def test_samples_in_a_batch_do_not_influence_each_other(unet):
     soft[1] = soft[1] * 0.7
     with torch.no_grad():
         together = unet(x, t, context, soft)
-        alone = torch.cat([unet(x[i:i + 1], t[i:i + 1], context[i:i + 1], soft[i:i + 1]) for i in range(2)])
+        alone = torch.cat([unet(x[i : i + 1], t[i : i + 1], context[i : i + 1], soft[i : i + 1]) for i in range(2)])
     # float32 kernels of another batch size round differently: measured 2e-6 on |eps| ~ 1.6; a sample
     # leaking into another moves it by O(0.1)
     torch.testing.assert_close(together, alone, atol=2e-5, rtol=0)
@@ -118,8 +117,12 @@ def test_samples_in_a_batch_do_not_influence_each_other(unet):
 def test_scalar_timestep_broadcasts_over_batch(unet):
     x, _, context, mask = inputs()
     with torch.no_grad():
-        torch.testing.assert_close(unet(x, torch.tensor(7), context, mask),  # the same computation
-                                   unet(x, torch.tensor([7, 7]), context, mask), rtol=0, atol=0)
+        torch.testing.assert_close(
+            unet(x, torch.tensor(7), context, mask),  # the same computation
+            unet(x, torch.tensor([7, 7]), context, mask),
+            rtol=0,
+            atol=0,
+        )
 
 
 def test_face_config_has_the_authors_layout_without_label_emb():
@@ -167,13 +170,16 @@ def test_gradient_checkpointing_keeps_gradients():
     torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)  # recomputation replays the same ops
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda x, t, c, m: (x[..., :7], t, c, m[..., :28]), "divisible"),
-    (lambda x, t, c, m: (x, t, c, m[..., ::8, ::8]), "below the latent"),
-    (lambda x, t, c, m: (x, t, c[:, :3], m), "context"),
-    (lambda x, t, c, m: (x, t[:1], c, m), "timesteps"),
-    (lambda x, t, c, m: (x, t, c, m[:, :3]), "mask"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda x, t, c, m: (x[..., :7], t, c, m[..., :28]), "divisible"),
+        (lambda x, t, c, m: (x, t, c, m[..., ::8, ::8]), "below the latent"),
+        (lambda x, t, c, m: (x, t, c[:, :3], m), "context"),
+        (lambda x, t, c, m: (x, t[:1], c, m), "timesteps"),
+        (lambda x, t, c, m: (x, t, c, m[:, :3]), "mask"),
+    ],
+)
 def test_bad_inputs_raise_input_error(unet, change, message):
     with pytest.raises(InputError, match=message):
         unet(*change(*inputs()))

@@ -42,33 +42,96 @@ _TARGETS = {
 #: section: read into the networks/schedule, or known to matter only for training or logging.
 #: Anything else is named in a warning: scadm cannot tell whether it changes the model.
 _KNOWN = {
-    "model": {"linear_start", "linear_end", "timesteps", "conditioning_key", "parameterization",
-              "beta_schedule", "scale_factor", "scale_by_std", "unet_config", "cond_stage_config",
-              "first_stage_config",
-              # training / logging only
-              "num_timesteps_cond", "log_every_t", "first_stage_key", "cond_stage_key", "image_size",
-              "channels", "monitor", "cond_stage_trainable", "probability_of_discard", "use_ema",
-              "scheduler_config", "ckpt_path", "ignore_keys", "load_only_unet", "loss_type",
-              "l_simple_weight", "original_elbo_weight", "learn_logvar", "logvar_init", "attn_loss_weight"},
-    "unet_config": {"in_channels", "out_channels", "model_channels", "channel_mult", "num_res_blocks",
-                    "attention_resolutions", "num_head_channels", "transformer_depth", "context_dim",
-                    "num_classes", "dropout", "use_mask_attn", "use_spatial_transformer",
-                    # no effect on the weights or the outputs: gradient checkpointing, fp16 training,
-                    # the latent size (any size works), heads (num_head_channels wins), legacy (same
-                    # head width when num_head_channels is set)
-                    "image_size", "use_checkpoint", "use_fp16", "num_heads", "num_heads_upsample", "legacy"},
+    "model": {
+        "linear_start",
+        "linear_end",
+        "timesteps",
+        "conditioning_key",
+        "parameterization",
+        "beta_schedule",
+        "scale_factor",
+        "scale_by_std",
+        "unet_config",
+        "cond_stage_config",
+        "first_stage_config",
+        # training / logging only
+        "num_timesteps_cond",
+        "log_every_t",
+        "first_stage_key",
+        "cond_stage_key",
+        "image_size",
+        "channels",
+        "monitor",
+        "cond_stage_trainable",
+        "probability_of_discard",
+        "use_ema",
+        "scheduler_config",
+        "ckpt_path",
+        "ignore_keys",
+        "load_only_unet",
+        "loss_type",
+        "l_simple_weight",
+        "original_elbo_weight",
+        "learn_logvar",
+        "logvar_init",
+        "attn_loss_weight",
+    },
+    "unet_config": {
+        "in_channels",
+        "out_channels",
+        "model_channels",
+        "channel_mult",
+        "num_res_blocks",
+        "attention_resolutions",
+        "num_head_channels",
+        "transformer_depth",
+        "context_dim",
+        "num_classes",
+        "dropout",
+        "use_mask_attn",
+        "use_spatial_transformer",
+        # no effect on the weights or the outputs: gradient checkpointing, fp16 training,
+        # the latent size (any size works), heads (num_head_channels wins), legacy (same
+        # head width when num_head_channels is set)
+        "image_size",
+        "use_checkpoint",
+        "use_fp16",
+        "num_heads",
+        "num_heads_upsample",
+        "legacy",
+    },
     "cond_stage_config": {"num_downsample", "num_upsample", "num_feat", "num_mask_channels", "output_dim"},
-    "first_stage_config": {"embed_dim", "n_embed", "ddconfig", "lossconfig", "ckpt_path", "ignore_keys",
-                           "monitor", "image_key", "colorize_nlabels", "scheduler_config", "lr_g_factor"},
-    "ddconfig": {"double_z", "z_channels", "resolution", "in_channels", "out_ch", "ch", "ch_mult",
-                 "num_res_blocks", "attn_resolutions", "dropout"},
+    "first_stage_config": {
+        "embed_dim",
+        "n_embed",
+        "ddconfig",
+        "lossconfig",
+        "ckpt_path",
+        "ignore_keys",
+        "monitor",
+        "image_key",
+        "colorize_nlabels",
+        "scheduler_config",
+        "lr_g_factor",
+    },
+    "ddconfig": {
+        "double_z",
+        "z_channels",
+        "resolution",
+        "in_channels",
+        "out_ch",
+        "ch",
+        "ch_mult",
+        "num_res_blocks",
+        "attn_resolutions",
+        "dropout",
+    },
 }
 
 
 def unknown_settings(sections: dict[str, dict]) -> list[str]:
     """'section.key' for every setting of `sections` that scadm does not know (see _KNOWN)."""
-    return [f"{name}.{key}" for name, params in sections.items() for key in params
-            if key not in _KNOWN[name]]
+    return [f"{name}.{key}" for name, params in sections.items() for key in params if key not in _KNOWN[name]]
 
 
 # ---------------------------------------------------------------- the authors' YAML
@@ -107,13 +170,27 @@ def read_authors_config(path: str | Path) -> dict:
     if model.get("scale_by_std", False):
         raise InputError(f"{path}: scale_by_std is not supported; put the learned scale_factor in the config")
     if unet.get("num_classes") != style.get("num_mask_channels"):
-        raise InputError(f"{path}: unet_config num_classes ({unet.get('num_classes')}) and cond_stage_config "
-                         f"num_mask_channels ({style.get('num_mask_channels')}) must be the same class count")
-    unknown = unknown_settings({"model": model, "unet_config": unet, "cond_stage_config": style,
-                                      "first_stage_config": first, "ddconfig": first.get("ddconfig") or {}})
+        raise InputError(
+            f"{path}: unet_config num_classes ({unet.get('num_classes')}) and cond_stage_config "
+            f"num_mask_channels ({style.get('num_mask_channels')}) must be the same class count"
+        )
+    unknown = unknown_settings(
+        {
+            "model": model,
+            "unet_config": unet,
+            "cond_stage_config": style,
+            "first_stage_config": first,
+            "ddconfig": first.get("ddconfig") or {},
+        }
+    )
     if unknown:
-        warnings.warn(ScadmWarning(f"{path}: unknown setting(s) {', '.join(unknown)} ignored; scadm does "
-                                   "not implement them, check the converted model"), stacklevel=2)
+        warnings.warn(
+            ScadmWarning(
+                f"{path}: unknown setting(s) {', '.join(unknown)} ignored; scadm does "
+                "not implement them, check the converted model"
+            ),
+            stacklevel=2,
+        )
 
     try:
         return _model_arguments(model, unet, style, first, path)
@@ -229,14 +306,17 @@ def _load_with_lightning_stubs(path: Path, err: Exception) -> dict:
 
 
 def _strip(state: dict, prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def _ema_unet(state: dict, unet_keys) -> dict[str, torch.Tensor]:
     """LitEma stores `diffusion_model.<param>` with the dots removed."""
     ema = _strip(state, EMA_PREFIX)
-    return {k: ema[("diffusion_model." + k).replace(".", "")]
-            for k in unet_keys if ("diffusion_model." + k).replace(".", "") in ema}
+    return {
+        k: ema[("diffusion_model." + k).replace(".", "")]
+        for k in unet_keys
+        if ("diffusion_model." + k).replace(".", "") in ema
+    }
 
 
 _VQ_RULES = [  # LDM taming Encoder/Decoder names -> diffusers VQModel names
@@ -263,7 +343,7 @@ def vq_from_ldm(state: dict[str, torch.Tensor], levels: int) -> dict[str, torch.
         if match:
             level = levels - 1 - int(match[1])
             inner = f"resnets.{match[3]}" if match[2] == "block" else "upsamplers.0."
-            key = f"decoder.up_blocks.{level}.{inner}" + key[match.end():]
+            key = f"decoder.up_blocks.{level}.{inner}" + key[match.end() :]
         for pattern, replacement in _VQ_RULES:
             key = re.sub(pattern, replacement, key)
         if ".mid_block.attentions.0.to_" in key and key.endswith("weight") and value.dim() == 4:
@@ -287,8 +367,9 @@ def _class_count_in(state: dict, expected: dict, configured: int) -> int | None:
     return found.pop() if len(found) == 1 else None
 
 
-def _load_into(model: torch.nn.Module, state: dict, what: str, source: Path,
-               classes: tuple[Path, str, int] | None = None) -> None:
+def _load_into(
+    model: torch.nn.Module, state: dict, what: str, source: Path, classes: tuple[Path, str, int] | None = None
+) -> None:
     """Strict load that says exactly which tensors are missing, unexpected or mis-shaped.
 
     `classes` = (config file, setting, its value): a mismatch that is only the class count is
@@ -297,22 +378,30 @@ def _load_into(model: torch.nn.Module, state: dict, what: str, source: Path,
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-              for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if shapes and classes is not None:
         config, setting, configured = classes
         found = _class_count_in(state, expected, configured)
         if found is not None:
-            raise InputError(f"{config}: {setting} is {configured} but {source} was trained with {found} "
-                             f"classes ({what}); set {setting.split()[-1]}: {found}")
+            raise InputError(
+                f"{config}: {setting} is {configured} but {source} was trained with {found} "
+                f"classes ({what}); set {setting.split()[-1]}: {found}"
+            )
     if missing or unexpected or shapes:
+
         def head(items):
             return ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
-        parts = [f"{len(missing)} missing: {head(missing)}" if missing else "",
-                 f"{len(unexpected)} unexpected: {head(unexpected)}" if unexpected else "",
-                 f"{len(shapes)} mis-shaped: {head(shapes)}" if shapes else ""]
-        raise CheckpointError(f"{source}: {what} does not match the config; "
-                              + "; ".join(p for p in parts if p))
+
+        parts = [
+            f"{len(missing)} missing: {head(missing)}" if missing else "",
+            f"{len(unexpected)} unexpected: {head(unexpected)}" if unexpected else "",
+            f"{len(shapes)} mis-shaped: {head(shapes)}" if shapes else "",
+        ]
+        raise CheckpointError(f"{source}: {what} does not match the config; " + "; ".join(p for p in parts if p))
     check_finite(state.items(), f"{source} ({what})")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
 
@@ -354,8 +443,13 @@ def convert(config_path, ckpt_path=None, vq_ckpt_path=None, weights: str = "ema"
                 raise CheckpointError(f"{ckpt_path}: EMA lacks {len(missing)} UNet tensors, e.g. {missing[:3]}")
         config_path = Path(config_path)
         _load_into(unet, unet_state, "the UNet", ckpt_path, (config_path, "unet_config num_classes", num_classes))
-        _load_into(style_encoder, _strip(state, STYLE_PREFIX), "the style encoder", ckpt_path,
-                   (config_path, "cond_stage_config num_mask_channels", num_classes))
+        _load_into(
+            style_encoder,
+            _strip(state, STYLE_PREFIX),
+            "the style encoder",
+            ckpt_path,
+            (config_path, "cond_stage_config num_mask_channels", num_classes),
+        )
         if vq_ckpt_path is None:
             levels = len(cfg["vqvae"]["block_out_channels"])
             _load_into(vqvae, vq_from_ldm(_strip(state, VQ_PREFIX), levels), "the first stage", ckpt_path)
@@ -372,8 +466,9 @@ def convert(config_path, ckpt_path=None, vq_ckpt_path=None, weights: str = "ema"
         style_encoder=style_encoder,
         vqvae=vqvae,
         schedule=NoiseSchedule(**cfg["schedule"]),
-        label_set=CELEBAMASK_HQ if num_classes == NUM_CLASSES else
-        label_set_from_config([f"class_{i}" for i in range(num_classes)]),
+        label_set=CELEBAMASK_HQ
+        if num_classes == NUM_CLASSES
+        else label_set_from_config([f"class_{i}" for i in range(num_classes)]),
         image_size=cfg["image_size"],
         unconditional="zero",
     )

@@ -33,10 +33,14 @@ class DemoSummary:
     swaps: dict[str, tuple[float, float]]  # part swap -> (mean change inside, outside) /255
 
     def __str__(self) -> str:
-        lines = [f"figure: {self.figure}",
-                 f"reconstruction: mean per-part colour error {self.reconstruction_error:.1f}/255"]
-        lines += [f"swap {name:8s}: change inside the part {inside:5.1f}/255, outside {outside:4.1f}/255"
-                  for name, (inside, outside) in self.swaps.items()]
+        lines = [
+            f"figure: {self.figure}",
+            f"reconstruction: mean per-part colour error {self.reconstruction_error:.1f}/255",
+        ]
+        lines += [
+            f"swap {name:8s}: change inside the part {inside:5.1f}/255, outside {outside:4.1f}/255"
+            for name, (inside, outside) in self.swaps.items()
+        ]
         return "\n".join(lines)
 
 
@@ -46,8 +50,7 @@ def _tensor(image: np.ndarray) -> torch.Tensor:
 
 def part_colour_error(a: np.ndarray, b: np.ndarray, labels: np.ndarray) -> float:
     """Mean over the parts present of |mean colour in a - mean colour in b| (L1 over RGB / 3)."""
-    errors = [np.abs(a[labels == k].mean(0) - b[labels == k].mean(0)).mean()
-              for k in np.unique(labels)]
+    errors = [np.abs(a[labels == k].mean(0) - b[labels == k].mean(0)).mean() for k in np.unique(labels)]
     return float(np.mean(errors))
 
 
@@ -74,10 +77,12 @@ def _visible_face(seed: int, size: int, pipe: SCADMPipeline):
         seed += 1
 
 
-def run_demo(out: Path, model: str | Path | SCADMPipeline = DEMO_MODEL,
-             settings: RenderSettings = INTERACTIVE) -> DemoSummary:
-    pipe = model if isinstance(model, SCADMPipeline) else SCADMPipeline.from_pretrained(
-        model, dtype=settings.torch_dtype)
+def run_demo(
+    out: Path, model: str | Path | SCADMPipeline = DEMO_MODEL, settings: RenderSettings = INTERACTIVE
+) -> DemoSummary:
+    pipe = (
+        model if isinstance(model, SCADMPipeline) else SCADMPipeline.from_pretrained(model, dtype=settings.torch_dtype)
+    )
     seed = settings.seed
     size = pipe.image_size
     target, reference = _visible_face(TARGET_SEED, size, pipe), render_face(REFERENCE_SEED, size)
@@ -90,13 +95,11 @@ def run_demo(out: Path, model: str | Path | SCADMPipeline = DEMO_MODEL,
         code, _ = edit_codes(mode, tgt, ref, parts, alphas)
         if seeds is not None:
             code = code.repeat(len(seeds))
-        images = pipe(labels.expand(len(code), -1, -1), code, settings,
-                      seed=seeds if seeds is not None else seed)
+        images = pipe(labels.expand(len(code), -1, -1), code, settings, seed=seeds if seeds is not None else seed)
         return [to_uint8(x) for x in images]
 
     recon = render("reconstruct")[0]
-    rows = [[target.image, mask_to_rgb(target.labels, pipe.label_set), reference.image, recon,
-             render("swap")[0]]]
+    rows = [[target.image, mask_to_rgb(target.labels, pipe.label_set), reference.image, recon, render("swap")[0]]]
     row_labels = ["target | mask | reference | reconstruction | total swap"]
     swaps = {}
     # One eye: r_eye, the subject's right eye, on the image's left (scadm.labels). It is the eye
@@ -120,6 +123,5 @@ def run_demo(out: Path, model: str | Path | SCADMPipeline = DEMO_MODEL,
 
     out.mkdir(parents=True, exist_ok=True)
     figure = out / "demo.png"
-    save_grid(rows, figure, row_labels=row_labels,
-              title=f"scadm demo: held-out procedural faces, {settings.label()}")
+    save_grid(rows, figure, row_labels=row_labels, title=f"scadm demo: held-out procedural faces, {settings.label()}")
     return DemoSummary(figure, part_colour_error(recon, target.image, target.labels), swaps)

@@ -144,36 +144,38 @@ class EditSettings:
         return code
 
     def to_json(self) -> dict:
-        return {"format": SETTINGS_FORMAT,
-                "parts": {n: {"source": c.source, "weight": c.weight} for n, c in self.parts.items()},
-                "global_weight": self.global_weight, **self.render.to_dict(),
-                "preserve": self.preserve, "margin": self.margin}
+        return {
+            "format": SETTINGS_FORMAT,
+            "parts": {n: {"source": c.source, "weight": c.weight} for n, c in self.parts.items()},
+            "global_weight": self.global_weight,
+            **self.render.to_dict(),
+            "preserve": self.preserve,
+            "margin": self.margin,
+        }
 
     @classmethod
     def from_json(cls, data, source: str = "settings") -> EditSettings:
         """From a settings file's JSON; errors say `source: key: what is wrong`; render keys the
         file leaves out take `RenderSettings`' defaults."""
         if not isinstance(data, dict) or data.get("format") != SETTINGS_FORMAT:
-            raise InputError(f"{source}: not a scadm settings file (expected \"format\": \"{SETTINGS_FORMAT}\")")
+            raise InputError(f'{source}: not a scadm settings file (expected "format": "{SETTINGS_FORMAT}")')
         unknown = [k for k in data if k not in SETTINGS_KEYS + FIELDS]
         if unknown:
             raise InputError(f"{source}: unknown key {unknown[0]!r}; the keys are {', '.join(SETTINGS_KEYS + FIELDS)}")
         parts = data.get("parts", {})
         if not isinstance(parts, dict):
-            raise InputError(f"{source}: parts: must map class names to {{\"source\": ..., \"weight\": ...}}")
+            raise InputError(f'{source}: parts: must map class names to {{"source": ..., "weight": ...}}')
         choices = {}
         for name, choice in parts.items():
             if not isinstance(choice, dict) or set(choice) - {"source", "weight"}:
-                raise InputError(
-                    f"{source}: parts.{name}: must be {{\"source\": ..., \"weight\": ...}}, got {choice!r}")
+                raise InputError(f'{source}: parts.{name}: must be {{"source": ..., "weight": ...}}, got {choice!r}')
             try:
                 choices[str(name)] = PartChoice(**choice)
             except InputError as err:
                 raise InputError(f"{source}: parts.{name}.{err}") from None
         render = RenderSettings.from_dict(data, source=source)
         try:  # files written before region-preserving edits existed were rendered without them
-            return cls(choices, data.get("global_weight", 1.0), render, data.get("preserve", False),
-                       data.get("margin"))
+            return cls(choices, data.get("global_weight", 1.0), render, data.get("preserve", False), data.get("margin"))
         except InputError as err:
             raise InputError(f"{source}: {err}") from None
 

@@ -103,8 +103,7 @@ def _check_size(path: Path, img: Image.Image, size: int | None) -> None:
         raise InputError(f"size: expected a positive int, got {size!r}")
     if size is not None and w != h:
         raise InputError(
-            f"{path}: is {w}x{h}, expected a square image (aspect 1:1) to resize to"
-            f" {size}x{size}; crop it first"
+            f"{path}: is {w}x{h}, expected a square image (aspect 1:1) to resize to {size}x{size}; crop it first"
         )
 
 
@@ -114,9 +113,7 @@ def _image_from(src: _Source, size: int | None) -> torch.Tensor:
         raise InputError(f"{src.path}: is a 16-bit {kind}image; save it as 8-bit RGB")
     img = _opaque(src)
     if img.mode in GRAYSCALE_MODES:
-        raise InputError(
-            f"{src.path}: is grayscale (mode {img.mode}); SCA-DM needs an RGB colour image"
-        )
+        raise InputError(f"{src.path}: is grayscale (mode {img.mode}); SCA-DM needs an RGB colour image")
     if img.mode == "CMYK":
         raise InputError(f"{src.path}: is CMYK; convert it to RGB with a colour-managed tool")
     if img.mode == "P":
@@ -184,8 +181,7 @@ def _decode_palette_image(img: Image.Image, label_set: LabelSet) -> np.ndarray:
 def _labels_from(src: _Source, label_set: LabelSet, size: int | None) -> torch.Tensor:
     if src.format in ("JPEG", "MPO"):
         raise InputError(
-            f"{src.path}: is a JPEG; masks must be lossless PNG (JPEG compression changes"
-            " label values and colours)"
+            f"{src.path}: is a JPEG; masks must be lossless PNG (JPEG compression changes label values and colours)"
         )
     if src.wide:
         raise InputError(f"{src.path}: is a 16-bit colour mask; save it as an 8-bit RGB PNG")
@@ -197,9 +193,7 @@ def _labels_from(src: _Source, label_set: LabelSet, size: int | None) -> torch.T
     elif img.mode == "RGB":
         labels = _decode_colours(src, np.asarray(img), label_set)
     else:
-        raise InputError(
-            f"{src.path}: unsupported mask mode {img.mode}; use a label PNG (L) or RGB colour PNG"
-        )
+        raise InputError(f"{src.path}: unsupported mask mode {img.mode}; use a label PNG (L) or RGB colour PNG")
     check_label_range(labels, label_set.num_classes, what=str(src.path))
     _check_size(src.path, img, size)
     if size is not None and img.size != (size, size):
@@ -255,12 +249,12 @@ def read_pair(
     (wi, hi), (wm, hm) = image.image.size, mask.image.size
     same_aspect = wi * hm == wm * hi
     if (wi, hi) != (wm, hm) and (not scaled_mask or not same_aspect or size is None):
-        need = ("have the same aspect" if not same_aspect else "be the same size (or pass size)") \
-            if scaled_mask else "be the same size; is this the mask of another image?"
-        raise InputError(
-            f"{image.path} is {wi}x{hi} but {mask.path} is {wm}x{hm}: an image and its mask must"
-            f" {need}"
+        need = (
+            ("have the same aspect" if not same_aspect else "be the same size (or pass size)")
+            if scaled_mask
+            else "be the same size; is this the mask of another image?"
         )
+        raise InputError(f"{image.path} is {wi}x{hi} but {mask.path} is {wm}x{hm}: an image and its mask must {need}")
     pair = _image_from(image, size), _labels_from(mask, label_set, size)
     note = _resize_note(f"{image.path} and {mask.path}", (wi, hi), size, "image bicubic, mask nearest")
     if note and notes is not None:
@@ -328,8 +322,6 @@ def save_mask(
     write_picture(img, path)
 
 
-def mask_to_rgb(
-    labels: torch.Tensor | np.ndarray, label_set: LabelSet = CELEBAMASK_HQ
-) -> np.ndarray:
+def mask_to_rgb(labels: torch.Tensor | np.ndarray, label_set: LabelSet = CELEBAMASK_HQ) -> np.ndarray:
     """An (H, W) label map as an (H, W, 3) uint8 picture in the label set's colours, for grids."""
     return colorize(labels, label_set)

@@ -56,9 +56,7 @@ class LabelSet:
         if len({n.lower() for n in self.names}) != len(self.names):
             raise InputError(f"names: duplicate class names in {list(self.names)}")
         if len(self.palette) != len(self.names):
-            raise InputError(
-                f"palette: {len(self.palette)} colours for {len(self.names)} classes"
-            )
+            raise InputError(f"palette: {len(self.palette)} colours for {len(self.names)} classes")
         colours = list(self.palette) + [c for c, _ in self.palette_aliases]
         for c in colours:
             in_range = all(isinstance(v, (int, np.integer)) and 0 <= v <= 255 for v in c)
@@ -151,15 +149,47 @@ class LabelSet:
 # `l_*` = the subject's left, on the image's right (see the module docstring).
 CELEBAMASK_HQ = LabelSet(
     names=(
-        "bg", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear",
-        "mouth", "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth",
+        "bg",
+        "skin",
+        "nose",
+        "eye_g",
+        "l_eye",
+        "r_eye",
+        "l_brow",
+        "r_brow",
+        "l_ear",
+        "r_ear",
+        "mouth",
+        "u_lip",
+        "l_lip",
+        "hair",
+        "hat",
+        "ear_r",
+        "neck_l",
+        "neck",
+        "cloth",
     ),
     # The colours of the dataset's own colour-mask script (CelebAMask-HQ,
     # face_parsing/Data_preprocessing/g_color.py), in class order.
     palette=(
-        (0, 0, 0), (204, 0, 0), (76, 153, 0), (204, 204, 0), (51, 51, 255), (204, 0, 204),
-        (0, 255, 255), (255, 204, 204), (102, 51, 0), (255, 0, 0), (102, 204, 0), (255, 255, 0),
-        (0, 0, 153), (0, 0, 204), (255, 51, 153), (0, 204, 204), (0, 51, 0), (255, 153, 51),
+        (0, 0, 0),
+        (204, 0, 0),
+        (76, 153, 0),
+        (204, 204, 0),
+        (51, 51, 255),
+        (204, 0, 204),
+        (0, 255, 255),
+        (255, 204, 204),
+        (102, 51, 0),
+        (255, 0, 0),
+        (102, 204, 0),
+        (255, 255, 0),
+        (0, 0, 153),
+        (0, 0, 204),
+        (255, 51, 153),
+        (0, 204, 204),
+        (0, 51, 0),
+        (255, 153, 51),
         (0, 204, 0),
     ),
     # The same repository's parser visualiser and MaskGAN demo paint r_brow (51, 255, 255).
@@ -182,16 +212,15 @@ def auto_palette(num_classes: int) -> tuple[Colour, ...]:
     return tuple(colours)
 
 
-def label_set_from_config(
-    names: Sequence[str], palette: Sequence[Sequence[int]] | None = None
-) -> LabelSet:
+def label_set_from_config(names: Sequence[str], palette: Sequence[Sequence[int]] | None = None) -> LabelSet:
     """A LabelSet from plain lists (a config file); without a palette, distinct colours are
     generated. CelebAMask-HQ's classes and colours give CELEBAMASK_HQ itself, palette variants
     included."""
     names = tuple(str(n) for n in names)
     # LabelSet itself refuses an entry that is not an (R, G, B) triple
-    colours = auto_palette(len(names)) if palette is None else tuple(
-        cast(Colour, tuple(int(v) for v in c)) for c in palette)
+    colours = (
+        auto_palette(len(names)) if palette is None else tuple(cast(Colour, tuple(int(v) for v in c)) for c in palette)
+    )
     label_set = LabelSet(names=names, palette=colours)
     return CELEBAMASK_HQ if label_set == CELEBAMASK_HQ else label_set
 
@@ -199,9 +228,7 @@ def label_set_from_config(
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
-def check_label_range(
-    labels: torch.Tensor | np.ndarray, num_classes: int, what: str = "labels"
-) -> None:
+def check_label_range(labels: torch.Tensor | np.ndarray, num_classes: int, what: str = "labels") -> None:
     """Raise InputError naming `what` unless every label is in 0..num_classes-1."""
     if labels.reshape(-1).shape[0] == 0:
         return
@@ -253,10 +280,7 @@ def overlay(
     image = np.asarray(image)
     colours = colorize(labels, label_set)
     if image.shape != colours.shape or image.dtype != np.uint8:
-        raise InputError(
-            f"image: expected uint8 {colours.shape} to match the labels,"
-            f" got {image.dtype} {image.shape}"
-        )
+        raise InputError(f"image: expected uint8 {colours.shape} to match the labels, got {image.dtype} {image.shape}")
     if not 0.0 <= alpha <= 1.0:
         raise InputError(f"alpha: {alpha} is not in [0, 1]")
     mixed = (1.0 - alpha) * image.astype(np.float32) + alpha * colours.astype(np.float32)

@@ -80,8 +80,10 @@ class SCADMPipeline:
         if self.unconditional not in UNCONDITIONAL_INPUTS:
             raise InputError(f"unconditional must be one of {UNCONDITIONAL_INPUTS}, got {self.unconditional!r}")
         if self.unet.config.num_classes != self.label_set.num_classes:
-            raise InputError(f"the UNet has {self.unet.config.num_classes} classes but the label set "
-                             f"has {self.label_set.num_classes}")
+            raise InputError(
+                f"the UNet has {self.unet.config.num_classes} classes but the label set "
+                f"has {self.label_set.num_classes}"
+            )
         for model in self.models():
             model.eval().requires_grad_(False)
 
@@ -135,8 +137,10 @@ class SCADMPipeline:
         folder = Path(folder)
         index_path = folder / INDEX_FILE
         if not index_path.is_file():
-            raise CheckpointError(f"{folder}: not a scadm model folder ({INDEX_FILE} missing); "
-                                  "make one with `scadm convert` or `scadm train`")
+            raise CheckpointError(
+                f"{folder}: not a scadm model folder ({INDEX_FILE} missing); "
+                "make one with `scadm convert` or `scadm train`"
+            )
         try:
             index = json.loads(index_path.read_text())
         except json.JSONDecodeError as err:
@@ -154,9 +158,13 @@ class SCADMPipeline:
             schedule = NoiseSchedule(**index["schedule"])
         except (TypeError, InputError) as err:
             raise CheckpointError(f"{index_path}: bad schedule ({err})") from None
-        pipe = cls(**parts, schedule=schedule,
-                   label_set=label_set_from_config(labels["names"], [tuple(c) for c in labels["palette"]]),
-                   image_size=index["image_size"], unconditional=index["unconditional"])
+        pipe = cls(
+            **parts,
+            schedule=schedule,
+            label_set=label_set_from_config(labels["names"], [tuple(c) for c in labels["palette"]]),
+            image_size=index["image_size"],
+            unconditional=index["unconditional"],
+        )
         return pipe.to(device=device)
 
     # ------------------------------------------------------------ conditioning
@@ -247,8 +255,14 @@ class SCADMPipeline:
         follows its trajectory outside the edited region plus a margin.
         """
         per_sample = seed is not None and not isinstance(seed, int)
-        settings = self._settings(settings, steps=num_inference_steps, guidance=guidance_scale, sampler=sampler,
-                                  eta=eta, seed=None if per_sample else seed)
+        settings = self._settings(
+            settings,
+            steps=num_inference_steps,
+            guidance=guidance_scale,
+            sampler=sampler,
+            eta=eta,
+            seed=None if per_sample else seed,
+        )
         if output_type not in OUTPUT_TYPES:
             raise InputError(f"output_type: must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
         unknown = set(callback_on_step_end_tensor_inputs) - {"latents"}
@@ -263,8 +277,9 @@ class SCADMPipeline:
         seeds = [settings.seed + i for i in range(batch)] if seed is None or isinstance(seed, int) else list(seed)
         if len(seeds) != batch:
             raise InputError(f"{len(seeds)} seeds for {batch} masks")
-        generators = [torch.Generator("cpu").manual_seed(check_seed(s, f"seed of sample {i}"))
-                      for i, s in enumerate(seeds)]
+        generators = [
+            torch.Generator("cpu").manual_seed(check_seed(s, f"seed of sample {i}")) for i, s in enumerate(seeds)
+        ]
 
         style = style.to(self.device, self.dtype)
         f = downsampling_factor(self.vqvae)
@@ -277,6 +292,7 @@ class SCADMPipeline:
             x_T = self._check_latents(latents, shape, "latents")
         on_step: OnStep | None = None
         if callback_on_step_end is not None:
+
             def from_callback(step: int, t: int, x: torch.Tensor) -> torch.Tensor:
                 returned = callback_on_step_end(self, step, t, {"latents": x}) or {}
                 if "latents" not in returned:
@@ -292,8 +308,17 @@ class SCADMPipeline:
                 x_T = trajectory.noise.to(x_T.dtype).expand_as(x_T)
             x_T, user_step = start(x_T), on_step
             on_step = keep_step if user_step is None else (lambda step, t, x: user_step(step, t, keep_step(step, t, x)))
-        z_0 = sample(eps_fn, x_T, self.schedule, sampler=settings.sampler, num_steps=settings.steps,
-                     eta=settings.eta, generators=generators, progress=progress, on_step=on_step)
+        z_0 = sample(
+            eps_fn,
+            x_T,
+            self.schedule,
+            sampler=settings.sampler,
+            num_steps=settings.steps,
+            eta=settings.eta,
+            generators=generators,
+            progress=progress,
+            on_step=on_step,
+        )
         if output_type == "latent":
             check_rendered(z_0, seeds)
             return z_0
@@ -316,8 +341,13 @@ class SCADMPipeline:
             uncond = (style.blank, mask)
         f = downsampling_factor(self.vqvae)
         size = (mask.shape[-2] // f, mask.shape[-1] // f)
-        return guided_eps_fn(self._unet_state_io, (style.tokens, mask), uncond, guidance,
-                             prepare=lambda context, mask: self.unet.condition(context, mask, size))
+        return guided_eps_fn(
+            self._unet_state_io,
+            (style.tokens, mask),
+            uncond,
+            guidance,
+            prepare=lambda context, mask: self.unet.condition(context, mask, size),
+        )
 
     def _settings(self, settings: RenderSettings | None, **overrides) -> RenderSettings:
         """`settings` (checked against the networks' dtype) or the defaults in the pipeline's
@@ -326,8 +356,10 @@ class SCADMPipeline:
             own = dtype_name(self.dtype)
             settings = RenderSettings(dtype=own) if own else RenderSettings()
         elif settings.torch_dtype != self.dtype:
-            raise InputError(f"settings.dtype is {settings.dtype} but the pipeline runs in {self.dtype}; "
-                             f"load it with dtype=settings.torch_dtype")
+            raise InputError(
+                f"settings.dtype is {settings.dtype} but the pipeline runs in {self.dtype}; "
+                f"load it with dtype=settings.torch_dtype"
+            )
         return settings.replace(**overrides)
 
     def _check_latents(self, latents: torch.Tensor, shape: tuple, what: str) -> torch.Tensor:
@@ -349,25 +381,45 @@ class SCADMPipeline:
         image = image[None] if image.dim() == 3 else image
         labels = self._check_labels(labels)
         if image.shape[0] != 1 or labels.shape[0] != 1 or image.shape[-2:] != labels.shape[-2:]:
-            raise InputError(f"preserve: expected one target image (1,3,H,W) and its labels (1,H,W), "
-                             f"got {tuple(image.shape)} and {tuple(labels.shape)}")
+            raise InputError(
+                f"preserve: expected one target image (1,3,H,W) and its labels (1,H,W), "
+                f"got {tuple(image.shape)} and {tuple(labels.shape)}"
+            )
         return image.to(self.device, self.dtype), labels.to(self.device)
 
     @torch.no_grad()
-    def invert(self, image: torch.Tensor, labels: torch.Tensor, settings: RenderSettings | None = None,
-               progress: Progress = False) -> Trajectory:
+    def invert(
+        self,
+        image: torch.Tensor,
+        labels: torch.Tensor,
+        settings: RenderSettings | None = None,
+        progress: Progress = False,
+    ) -> Trajectory:
         """The DDIM trajectory of one target (1,3,H,W) under its own style and mask with the steps and
         guidance of `settings` (`scadm.inversion`), from `self.inversions` when already inverted."""
         settings = self._settings(settings)
         image, labels = self._target(image, labels)
-        key = content_key(image, labels, steps=settings.steps, guidance=settings.guidance,
-                          unconditional=self.unconditional, dtype=str(self.dtype), device=str(self.device),
-                          model=id(self.unet), prediction=self.schedule.prediction_type)
+        key = content_key(
+            image,
+            labels,
+            steps=settings.steps,
+            guidance=settings.guidance,
+            unconditional=self.unconditional,
+            dtype=str(self.dtype),
+            device=str(self.device),
+            model=id(self.unet),
+            prediction=self.schedule.prediction_type,
+        )
 
         def compute() -> Trajectory:
             eps_fn = self._eps_fn(self.encode_style(image, labels), self.one_hot(labels), settings.guidance)
-            return ddim_invert(eps_fn, encode(self.vqvae, image).to(self.state_dtype), self.schedule.alphas_cumprod,
-                               ddim_timesteps(settings.steps, self.schedule.num_train_timesteps), progress=progress)
+            return ddim_invert(
+                eps_fn,
+                encode(self.vqvae, image).to(self.state_dtype),
+                self.schedule.alphas_cumprod,
+                ddim_timesteps(settings.steps, self.schedule.num_train_timesteps),
+                progress=progress,
+            )
 
         return self.inversions.get(key, compute)
 
@@ -393,6 +445,8 @@ def check_rendered(images: torch.Tensor, seeds: Sequence[int]) -> None:
     bad = [i for i in suspects if not bool(torch.isfinite(images[i]).all())]
     if bad:
         which = ", ".join(f"sample {i} (seed {seeds[i]})" for i in bad[:3]) + (" ..." if len(bad) > 3 else "")
-        raise RenderError(f"the render produced NaN or infinite values in {which}, refused rather than "
-                          "saved as a blank image; check the settings (e.g. an extreme guidance) or the "
-                          "model's weights (bf16 can overflow)")
+        raise RenderError(
+            f"the render produced NaN or infinite values in {which}, refused rather than "
+            "saved as a blank image; check the settings (e.g. an extreme guidance) or the "
+            "model's weights (bf16 can overflow)"
+        )

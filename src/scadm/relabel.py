@@ -78,8 +78,11 @@ def relabel_pipeline(pipe: SCADMPipeline, perm: Sequence[int]) -> SCADMPipeline:
     return SCADMPipeline(
         unet=relabel_unet(pipe.unet, perm),
         style_encoder=relabel_style_encoder(pipe.style_encoder, perm),
-        vqvae=pipe.vqvae, schedule=pipe.schedule, label_set=pipe.label_set,
-        image_size=pipe.image_size, unconditional=pipe.unconditional,
+        vqvae=pipe.vqvae,
+        schedule=pipe.schedule,
+        label_set=pipe.label_set,
+        image_size=pipe.image_size,
+        unconditional=pipe.unconditional,
     )
 
 

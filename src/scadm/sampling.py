@@ -97,8 +97,10 @@ def guided_eps_fn(
         def denoise(x, t):
             return unet(x, t, condition=condition)
     else:
+
         def denoise(x, t):
             return unet(x, t, context, mask)
+
     if guidance_scale == 1:
         return denoise
 
@@ -136,8 +138,9 @@ def ddim_sigmas(a_t: torch.Tensor, a_prev: torch.Tensor, eta: float) -> torch.Te
     return (eta * torch.sqrt(inv_1ma * (1 - a_prev) * (1 - a_t / a_prev))).float()
 
 
-def ddim_coefficients(a_t: torch.Tensor, a_prev: torch.Tensor, eta: float,
-                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def ddim_coefficients(
+    a_t: torch.Tensor, a_prev: torch.Tensor, eta: float, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """(steps, 5) rows [sqrt(a_t), sqrt(1 - a_t), sqrt(a_prev), sqrt(1 - a_prev - sigma^2), sigma].
 
     For a float32 (or lower) sampler state, the authors' float32 factors, each correctly rounded
@@ -148,11 +151,9 @@ def ddim_coefficients(a_t: torch.Tensor, a_prev: torch.Tensor, eta: float,
     if dtype == torch.float64:
         a_t, a_prev = a_t.double(), a_prev.double()
         sigma = eta * torch.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
-        return torch.stack([a_t.sqrt(), (1 - a_t).sqrt(), a_prev.sqrt(), (1 - a_prev - sigma**2).sqrt(), sigma],
-                           dim=1)
+        return torch.stack([a_t.sqrt(), (1 - a_t).sqrt(), a_prev.sqrt(), (1 - a_prev - sigma**2).sqrt(), sigma], dim=1)
     sigma = ddim_sigmas(a_t, a_prev, eta)
-    return torch.stack([_sqrt32(a_t), _sqrt32(1 - a_t), _sqrt32(a_prev), _sqrt32(1 - a_prev - sigma**2), sigma],
-                       dim=1)
+    return torch.stack([_sqrt32(a_t), _sqrt32(1 - a_t), _sqrt32(a_prev), _sqrt32(1 - a_prev - sigma**2), sigma], dim=1)
 
 
 def _sqrt32(v: torch.Tensor) -> torch.Tensor:
@@ -256,8 +257,13 @@ def sample_scheduler(
     for n, t in enumerate(_steps(scheduler.timesteps.tolist(), progress, type(scheduler).__name__)):
         eps = eps_fn(x, torch.full((x.shape[0],), t, device=x.device))
         # diffusers annotates `generator` as one Generator; its noise (randn_tensor) takes one per sample
-        x = scheduler.step(eps, t, x, generator=noise_generators,  # type: ignore[arg-type]
-                           return_dict=False)[0]
+        x = scheduler.step(
+            eps,
+            t,
+            x,
+            generator=noise_generators,  # type: ignore[arg-type]
+            return_dict=False,
+        )[0]
         if on_step is not None:
             x = on_step(n, t, x)
     return x
@@ -302,8 +308,17 @@ def sample(
     _check(x_T, sampler, eta, generators)
     timesteps = ddim_timesteps(num_steps, schedule.num_train_timesteps)
     if sampler == "ddim":
-        return sample_ddim(eps_fn, x_T, schedule.alphas_cumprod, timesteps,
-                           eta=eta, generators=generators, progress=progress, on_step=on_step)
+        return sample_ddim(
+            eps_fn,
+            x_T,
+            schedule.alphas_cumprod,
+            timesteps,
+            eta=eta,
+            generators=generators,
+            progress=progress,
+            on_step=on_step,
+        )
     scheduler = make_scheduler(schedule, sampler)
-    return sample_scheduler(eps_fn, x_T, scheduler, timesteps, generators=generators, progress=progress,
-                            on_step=on_step)
+    return sample_scheduler(
+        eps_fn, x_T, scheduler, timesteps, generators=generators, progress=progress, on_step=on_step
+    )

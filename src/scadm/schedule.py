@@ -39,8 +39,9 @@ class NoiseSchedule:
 
     def __post_init__(self):
         if self.prediction_type not in PREDICTION_TYPES:
-            raise InputError(f"prediction_type: expected one of {', '.join(PREDICTION_TYPES)}, "
-                             f"got {self.prediction_type!r}")
+            raise InputError(
+                f"prediction_type: expected one of {', '.join(PREDICTION_TYPES)}, got {self.prediction_type!r}"
+            )
 
     @cached_property
     def _betas64(self) -> torch.Tensor:
@@ -111,5 +112,7 @@ class NoiseSchedule:
         else:
             sqrt_a, sqrt_1ma = self.sqrt_alphas_cumprod, self.sqrt_one_minus_alphas_cumprod
         t = t.to(like.device)
-        return (sqrt_a.to(like.device)[t].view(shape).to(like.dtype),
-                sqrt_1ma.to(like.device)[t].view(shape).to(like.dtype))
+        return (
+            sqrt_a.to(like.device)[t].view(shape).to(like.dtype),
+            sqrt_1ma.to(like.device)[t].view(shape).to(like.dtype),
+        )

@@ -130,7 +130,7 @@ def dtype_name(dtype) -> str | None:
 
 
 def resolve_device(spec: str, what: str = "device"):
-    """"auto" (CUDA when there is one, else the CPU), "cpu", "cuda", "cuda:N" or "mps" -> a
+    """ "auto" (CUDA when there is one, else the CPU), "cpu", "cuda", "cuda:N" or "mps" -> a
     torch.device checked against this machine: a wrong device is one line before any model loads."""
     import torch
 

@@ -51,9 +51,7 @@ class StyleCode:
         if self.tokens.ndim != 3:
             raise InputError(f"tokens: expected shape (B, C, L*D), got {tuple(self.tokens.shape)}")
         if self.blank.shape != self.tokens.shape:
-            raise InputError(
-                f"blank: expected shape {tuple(self.tokens.shape)}, got {tuple(self.blank.shape)}"
-            )
+            raise InputError(f"blank: expected shape {tuple(self.tokens.shape)}, got {tuple(self.blank.shape)}")
         if self.present.dtype != torch.bool or self.present.shape != self.tokens.shape[:2]:
             raise InputError(
                 f"present: expected a bool tensor of shape {tuple(self.tokens.shape[:2])}, "
@@ -220,9 +218,7 @@ class StyleCode:
                 raise InputError(f"alpha: expected a float or a (N,) tensor, got {alpha!r}") from None
         alpha = alpha.to(self.device)
         if alpha.ndim > 1 or alpha.numel() == 0 or alpha.is_complex() or alpha.dtype == torch.bool:
-            raise InputError(
-                f"alpha: expected a float or a (N,) tensor, got {tuple(alpha.shape)} {alpha.dtype}"
-            )
+            raise InputError(f"alpha: expected a float or a (N,) tensor, got {tuple(alpha.shape)} {alpha.dtype}")
         alpha = alpha.reshape(-1).to(torch.float64)
         if not bool(((alpha >= 0) & (alpha <= 1)).all()):
             raise InputError(f"alpha: must be in [0, 1], got {alpha.tolist()}")
@@ -233,8 +229,7 @@ class StyleCode:
             raise InputError(f"other: expected a StyleCode, got {type(other).__name__}")
         if other.tokens.shape[1:] != self.tokens.shape[1:]:
             raise InputError(
-                f"other: rows of shape {tuple(other.tokens.shape[1:])} "
-                f"do not match {tuple(self.tokens.shape[1:])}"
+                f"other: rows of shape {tuple(other.tokens.shape[1:])} do not match {tuple(self.tokens.shape[1:])}"
             )
 
     def _broadcast_batch(self, name: str, other: StyleCode) -> int:

@@ -18,8 +18,9 @@ from .train import add_train_commands
 
 
 def _add_render_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="pipeline folder (from `scadm convert` or training; "
-                                   "default: the shipped procedural demo model)")
+    p.add_argument(
+        "--model", help="pipeline folder (from `scadm convert` or training; default: the shipped procedural demo model)"
+    )
     p.add_argument("--out", default="out", help="output folder (default ./out)")
     add_render_flags(p)
 
@@ -28,23 +29,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scadm",
         description="Controllable face synthesis and editing with semantic latent diffusion (SCA-DM). "
-                    "Inputs are an RGB image and its semantic mask: a label PNG (pixel = class index) "
-                    "or a CelebAMask-HQ colour PNG.")
+        "Inputs are an RGB image and its semantic mask: a label PNG (pixel = class index) "
+        "or a CelebAMask-HQ colour PNG.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="edit held-out procedural faces with the shipped model; save a figure",
-                       description="Reconstruct, swap (all, hair, one eye, lips), mix reference and random "
-                                   "hair, generate from noise and interpolate, on procedural faces the shipped "
-                                   "demo model never saw; save one labelled figure and print a summary.")
+    p = sub.add_parser(
+        "demo",
+        help="edit held-out procedural faces with the shipped model; save a figure",
+        description="Reconstruct, swap (all, hair, one eye, lips), mix reference and random "
+        "hair, generate from noise and interpolate, on procedural faces the shipped "
+        "demo model never saw; save one labelled figure and print a summary.",
+    )
     p.add_argument("--out", default="out/demo", help="output folder (default ./out/demo)")
     p.add_argument("--model", help="a pipeline folder to use instead of the shipped demo model")
     p.add_argument("--seed", type=int, help=f"(default {INTERACTIVE.seed})")
     p.add_argument("--steps", type=int, help=f"DDIM steps (default {INTERACTIVE.steps})")
     p.set_defaults(func=_demo)
 
-    p = sub.add_parser("sample", help="generate faces for one or more masks (random or from a reference)",
-                       description="Noise-based generation: every part of each mask gets a random style, "
-                                   "or the styles of --reference when given.")
+    p = sub.add_parser(
+        "sample",
+        help="generate faces for one or more masks (random or from a reference)",
+        description="Noise-based generation: every part of each mask gets a random style, "
+        "or the styles of --reference when given.",
+    )
     p.add_argument("masks", nargs="+", help="mask PNG(s): label or CelebAMask-HQ colour")
     p.add_argument("--num", type=int, default=4, help="samples per mask (default 4)")
     p.add_argument("--reference", help="reference image whose styles to use (total swap)")
@@ -52,13 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_render_options(p)
     p.set_defaults(func=_sample)
 
-    p = sub.add_parser("edit", help="reconstruct, swap, mix or interpolate the styles of a face",
-                       description="Edit a target face. Modes:\n" + "\n".join(
-                           f"  {k:12s} {v}" for k, v in EDIT_MODES.items()),
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "edit",
+        help="reconstruct, swap, mix or interpolate the styles of a face",
+        description="Edit a target face. Modes:\n" + "\n".join(f"  {k:12s} {v}" for k, v in EDIT_MODES.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--image", required=True, help="target RGB image")
-    p.add_argument("--mask", required=True,
-                   help="target mask, or 'auto': align the photo and parse it (scadm parse; needs the parse extra)")
+    p.add_argument(
+        "--mask",
+        required=True,
+        help="target mask, or 'auto': align the photo and parse it (scadm parse; needs the parse extra)",
+    )
     p.add_argument("--mode", default="reconstruct", choices=tuple(EDIT_MODES))
     p.add_argument("--reference", help="reference RGB image (swap, partial, mix, interpolate)")
     p.add_argument("--reference-mask", help="the reference's mask, or 'auto' (as --mask)")
@@ -66,34 +79,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edited-mask", help="render on this (user-edited) mask instead of --mask")
     p.add_argument("--alphas", default="0,0.25,0.5,0.75,1", help="interpolation weights (interpolate)")
     p.add_argument("--num", type=int, default=1, help="samples (different seeds) per result")
-    p.add_argument("--settings", help="settings.json saved by `scadm serve`: per-part sources and weights, "
-                                      "steps, guidance, sampler, eta, seed and dtype (a flag given too wins)")
-    p.add_argument("--preserve", nargs="?", const="default", metavar="MARGIN",
-                   help="keep the target's own pixels outside the edited parts grown by MARGIN pixels "
-                        "(default: image size / 16); the target is DDIM-inverted once (about 3x a plain edit)")
+    p.add_argument(
+        "--settings",
+        help="settings.json saved by `scadm serve`: per-part sources and weights, "
+        "steps, guidance, sampler, eta, seed and dtype (a flag given too wins)",
+    )
+    p.add_argument(
+        "--preserve",
+        nargs="?",
+        const="default",
+        metavar="MARGIN",
+        help="keep the target's own pixels outside the edited parts grown by MARGIN pixels "
+        "(default: image size / 16); the target is DDIM-inverted once (about 3x a plain edit)",
+    )
     _add_render_options(p)
     p.set_defaults(func=_edit)
 
-    p = sub.add_parser("convert", help="import the authors' SCA-DM checkpoint into a scadm model folder",
-                       description="Convert the authors' YAML config + Lightning checkpoint (and/or CompVis's "
-                                   "vq-f4 model.ckpt) into a scadm pipeline folder. No pickled code is run.")
-    p.add_argument("--config", required=True,
-                   help="the authors' YAML, e.g. configs/latent-diffusion/diffusion-sem-with_uc-mask-attn.yaml")
+    p = sub.add_parser(
+        "convert",
+        help="import the authors' SCA-DM checkpoint into a scadm model folder",
+        description="Convert the authors' YAML config + Lightning checkpoint (and/or CompVis's "
+        "vq-f4 model.ckpt) into a scadm pipeline folder. No pickled code is run.",
+    )
+    p.add_argument(
+        "--config",
+        required=True,
+        help="the authors' YAML, e.g. configs/latent-diffusion/diffusion-sem-with_uc-mask-attn.yaml",
+    )
     p.add_argument("--ckpt", help="the authors' checkpoint (.ckpt or .safetensors)")
     p.add_argument("--vq-ckpt", help="CompVis vq-f4 model.ckpt (overrides first_stage_model.* of --ckpt)")
-    p.add_argument("--weights", default="ema", choices=("ema", "raw"),
-                   help="UNet weights: ema (their FID numbers) or raw (their demo); default ema")
+    p.add_argument(
+        "--weights",
+        default="ema",
+        choices=("ema", "raw"),
+        help="UNet weights: ema (their FID numbers) or raw (their demo); default ema",
+    )
     p.add_argument("--out", required=True, help="output pipeline folder")
     p.set_defaults(func=_convert)
 
-    p = sub.add_parser("prepare", help="make a dataset in scadm's training layout",
-                       description="Write a face dataset in the train/ + test/ layout that training "
-                                   "and evaluation read.")
+    p = sub.add_parser(
+        "prepare",
+        help="make a dataset in scadm's training layout",
+        description="Write a face dataset in the train/ + test/ layout that training and evaluation read.",
+    )
     datasets = p.add_subparsers(dest="dataset", required=True, metavar="DATASET")
-    q = datasets.add_parser("celebamask-hq", help="convert the official CelebAMask-HQ release",
-                            description="SRC is the official CelebAMask-HQ release (CelebA-HQ-img/, "
-                                        "CelebAMask-HQ-mask-anno/); DST gets train/ and test/ (ids >= 28000, the "
-                                        "authors' 2k test split), each with images/N.jpg and labels/N.png.")
+    q = datasets.add_parser(
+        "celebamask-hq",
+        help="convert the official CelebAMask-HQ release",
+        description="SRC is the official CelebAMask-HQ release (CelebA-HQ-img/, "
+        "CelebAMask-HQ-mask-anno/); DST gets train/ and test/ (ids >= 28000, the "
+        "authors' 2k test split), each with images/N.jpg and labels/N.png.",
+    )
     q.add_argument("src", help="the unpacked release")
     q.add_argument("dst", help="output folder")
     q.add_argument("--size", type=int, help="resize images and labels to SIZE (default: keep 1024 JPEG / 512 labels)")
@@ -125,11 +161,13 @@ def main(argv=None) -> int:
 
 def _one_line_warnings(command: str, default):
     """The library's own warnings (ScadmWarning) as one line like the errors; others unchanged."""
+
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, ScadmWarning):
             print(f"scadm {command}: warning: {message}", file=sys.stderr)
         else:
             default(message, category, filename, lineno, file, line)
+
     return show
 
 
@@ -159,37 +197,63 @@ def add_stylegan_faces_command(datasets) -> None:
     from ..data.stylegan_options import BACKENDS, DEFAULT_BATCH, DEFAULT_PSI, LICENCE, TEST_EVERY
 
     q = datasets.add_parser(
-        "stylegan-faces", help="generate photo-realistic faces + BiSeNet masks from seeds (non-commercial)",
+        "stylegan-faces",
+        help="generate photo-realistic faces + BiSeNet masks from seeds (non-commercial)",
         description="Face i = MobileStyleGAN's face for seed i (PyPI random-face==2021.7.21.1), its "
-                    "19-class mask from BiSeNet at 512 px, both shrunk to each --size; written to "
-                    "OUT/<S>px/{train,test}/{images,labels} (test: i % TEST_EVERY == 0) with "
-                    "faces.jsonl (seed, psi, split). Resumable. Needs `make stylegan-extras` and "
-                    f"`make parse-extras`. Licence: {LICENCE}.")
+        "19-class mask from BiSeNet at 512 px, both shrunk to each --size; written to "
+        "OUT/<S>px/{train,test}/{images,labels} (test: i % TEST_EVERY == 0) with "
+        "faces.jsonl (seed, psi, split). Resumable. Needs `make stylegan-extras` and "
+        f"`make parse-extras`. Licence: {LICENCE}.",
+    )
     q.add_argument("out", help="output folder")
     q.add_argument("--num", type=int, required=True, help="number of faces (seeds 0 .. NUM-1)")
-    q.add_argument("--size", type=int, action="append", required=True,
-                   help="output size in pixels; repeat for several (e.g. --size 64 --size 128)")
+    q.add_argument(
+        "--size",
+        type=int,
+        action="append",
+        required=True,
+        help="output size in pixels; repeat for several (e.g. --size 64 --size 128)",
+    )
     q.add_argument("--psi", type=float, default=DEFAULT_PSI, help=f"truncation (default {DEFAULT_PSI})")
-    q.add_argument("--test-every", type=int, default=TEST_EVERY,
-                   help=f"hold out seeds divisible by this (default {TEST_EVERY}: 5 %%)")
+    q.add_argument(
+        "--test-every",
+        type=int,
+        default=TEST_EVERY,
+        help=f"hold out seeds divisible by this (default {TEST_EVERY}: 5 %%)",
+    )
     q.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help=f"faces per batch (default {DEFAULT_BATCH})")
-    q.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="openvino (CPU) or torch (any device); auto: openvino when installed")
+    q.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="openvino (CPU) or torch (any device); auto: openvino when installed",
+    )
     q.add_argument("--device", default="cpu", help="torch device for --backend torch and the parser")
     q.add_argument("--workers", type=int, default=1, help="threads that shrink and write faces (default 1)")
-    q.add_argument("--generator", metavar="DIR",
-                   help="the generator's .xml + .bin (or compact .safetensors, scripts/gpu_realistic.py "
-                        "pack) instead of the installed random-face package")
+    q.add_argument(
+        "--generator",
+        metavar="DIR",
+        help="the generator's .xml + .bin (or compact .safetensors, scripts/gpu_realistic.py "
+        "pack) instead of the installed random-face package",
+    )
     q.set_defaults(func=_prepare_stylegan_faces)
 
 
 def _prepare_stylegan_faces(args) -> int:
     from ..data.stylegan_faces import prepare_stylegan_faces
 
-    report = prepare_stylegan_faces(args.out, args.num, args.size, psi=args.psi,
-                                    batch_size=args.batch_size, test_every=args.test_every,
-                                    backend=args.backend, device=args.device, workers=args.workers,
-                                    generator_dir=args.generator)
+    report = prepare_stylegan_faces(
+        args.out,
+        args.num,
+        args.size,
+        psi=args.psi,
+        batch_size=args.batch_size,
+        test_every=args.test_every,
+        backend=args.backend,
+        device=args.device,
+        workers=args.workers,
+        generator_dir=args.generator,
+    )
     print(report.summary())
     return 0
 
@@ -220,8 +284,7 @@ def _render(pipe, labels, code, settings: RenderSettings, num=1, preserve=None):
     rows = []
     for i in range(num):
         seeds = [settings.seed + i * len(code) + j for j in range(len(code))]
-        images = pipe(labels.expand(len(code), -1, -1), code, settings, seed=seeds, progress=True,
-                      preserve=preserve)
+        images = pipe(labels.expand(len(code), -1, -1), code, settings, seed=seeds, progress=True, preserve=preserve)
         rows.append(list(images))
     return rows
 
@@ -268,10 +331,12 @@ def _sample(args) -> int:
         for i, image in enumerate(images):
             save_image(image, out / f"{stem}_seed{settings.seed + i}.png")
         grid = out / f"{stem}_grid.png"
-        save_grid([[mask_to_rgb(labels[0], pipe.label_set), *images]], grid,
-                  col_labels=["mask"] + [f"seed {settings.seed + i}" for i in range(len(images))],
-                  title=f"{stem}: {'reference style' if reference is not None else 'random style'}, "
-                        f"{settings.label()}")
+        save_grid(
+            [[mask_to_rgb(labels[0], pipe.label_set), *images]],
+            grid,
+            col_labels=["mask"] + [f"seed {settings.seed + i}" for i in range(len(images))],
+            title=f"{stem}: {'reference style' if reference is not None else 'random style'}, {settings.label()}",
+        )
         print(f"{mask_path}: wrote {len(images)} samples and {grid}")
     return 0
 
@@ -336,14 +401,21 @@ def _edit(args) -> int:
         inputs += [ref_image[0]]
         names += ["reference"]
     grid = out / f"{stem}_grid.png"
-    title = f"{args.mode}" + (f" of {args.parts}" if parts else "") + (" (preserved)" if preserve else "") + \
-        f" - {settings.label()}, seed {settings.seed}"
-    save_grid([inputs, *rows], grid, col_labels=None,
-              row_labels=["inputs"] + [f"seed {settings.seed + r * len(code)}" for r in range(len(rows))],
-              title=title + " | " + ", ".join(names) + " | " + ", ".join(captions))
+    title = (
+        f"{args.mode}"
+        + (f" of {args.parts}" if parts else "")
+        + (" (preserved)" if preserve else "")
+        + f" - {settings.label()}, seed {settings.seed}"
+    )
+    save_grid(
+        [inputs, *rows],
+        grid,
+        col_labels=None,
+        row_labels=["inputs"] + [f"seed {settings.seed + r * len(code)}" for r in range(len(rows))],
+        title=title + " | " + ", ".join(names) + " | " + ", ".join(captions),
+    )
     print(f"wrote {len(code) * len(rows)} images and {grid}")
     return 0
-
 
 
 def _preserve(args, image, labels):

@@ -21,19 +21,24 @@ def add_render_flags(p: argparse.ArgumentParser) -> None:
     """--steps, --guidance, --sampler, --eta, --seed, --dtype and --device."""
     g = p.add_argument_group("rendering")
     g.add_argument("--steps", type=int, help=f"sampler steps (default {DEFAULT.steps})")
-    g.add_argument("--guidance", type=float,
-                   help="classifier-free guidance g: eps_u + g(eps_c - eps_u); 1 = off "
-                        f"(default {DEFAULT.guidance:g}, the paper's s)")
+    g.add_argument(
+        "--guidance",
+        type=float,
+        help="classifier-free guidance g: eps_u + g(eps_c - eps_u); 1 = off "
+        f"(default {DEFAULT.guidance:g}, the paper's s)",
+    )
     g.add_argument("--sampler", help=f"{' | '.join(SAMPLERS)} (default {DEFAULT.sampler})")
-    g.add_argument("--eta", type=float, help=f"DDIM eta in [0, 1]: 0 deterministic, 1 DDPM-like noise "
-                                             f"(default {DEFAULT.eta:g})")
+    g.add_argument(
+        "--eta", type=float, help=f"DDIM eta in [0, 1]: 0 deterministic, 1 DDPM-like noise (default {DEFAULT.eta:g})"
+    )
     g.add_argument("--seed", type=int, help=f"seed of the first sample; sample i uses seed+i (default {DEFAULT.seed})")
     g.add_argument("--dtype", help=f"network precision: {' | '.join(DTYPES)} (default {DEFAULT.dtype})")
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default cpu)")
 
 
-def render_settings(args: argparse.Namespace, base: RenderSettings = DEFAULT, file_keys: Iterable[str] = (),
-                    source: str | None = None) -> tuple[RenderSettings, str | None]:
+def render_settings(
+    args: argparse.Namespace, base: RenderSettings = DEFAULT, file_keys: Iterable[str] = (), source: str | None = None
+) -> tuple[RenderSettings, str | None]:
     """`base` (a settings file's, or the defaults) with the flags the user gave (a command may
     declare only some of them); and a one-line note naming the file values that a flag replaced
     (None when none did)."""

@@ -6,13 +6,19 @@ from ..errors import ScadmError
 
 
 def add_serve_commands(sub) -> None:
-    p = sub.add_parser("serve", help="interactive face editor in the browser (gradio)",
-                       description="Open a local web page to edit faces part by part: upload a target and a "
-                                   "reference with their masks or take procedural faces, paint the mask, choose "
-                                   "each part's style source, render. Binds 127.0.0.1 unless --host says otherwise.")
+    p = sub.add_parser(
+        "serve",
+        help="interactive face editor in the browser (gradio)",
+        description="Open a local web page to edit faces part by part: upload a target and a "
+        "reference with their masks or take procedural faces, paint the mask, choose "
+        "each part's style source, render. Binds 127.0.0.1 unless --host says otherwise.",
+    )
     p.add_argument("--model", help="pipeline folder (default: the shipped procedural demo model)")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default 127.0.0.1); 0.0.0.0 exposes the editor to your network")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1); 0.0.0.0 exposes the editor to your network",
+    )
     p.add_argument("--port", type=int, default=7860, help="default 7860")
     p.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, cuda, cuda:1, ...")
     p.set_defaults(func=_serve)

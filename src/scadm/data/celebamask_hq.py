@@ -70,12 +70,13 @@ class PrepareReport:
 
     @property
     def problems(self) -> int:
-        return (len(self.missing_images) + len(self.missing_mask_dirs)
-                + len(self.missing_masks) + len(self.unreadable))
+        return len(self.missing_images) + len(self.missing_mask_dirs) + len(self.missing_masks) + len(self.unreadable)
 
     def summary(self) -> str:
-        lines = [f"train {self.train}, test {self.test} pairs ({self.written} written,"
-                 f" {self.up_to_date} already done), {self.problems} problems"]
+        lines = [
+            f"train {self.train}, test {self.test} pairs ({self.written} written,"
+            f" {self.up_to_date} already done), {self.problems} problems"
+        ]
         for title, items in self._groups():
             if items:
                 shown = ", ".join(str(x) for x in items[:SHOWN])
@@ -88,9 +89,11 @@ class PrepareReport:
         return "\n".join(lines)
 
     def _groups(self) -> tuple[tuple[str, list], ...]:
-        return (("images missing for ids", self.missing_images),
-                ("mask folders missing", self.missing_mask_dirs),
-                ("no part masks for ids", self.missing_masks))
+        return (
+            ("images missing for ids", self.missing_images),
+            ("mask folders missing", self.missing_mask_dirs),
+            ("no part masks for ids", self.missing_masks),
+        )
 
     def write_problems(self, path: Path) -> None:
         """Every problem, one line each (`title: item`), so none is lost to a long summary; an
@@ -144,8 +147,9 @@ def _read_part(path: Path, shape: tuple[int, int] | None) -> np.ndarray:
     except READ_ERRORS as e:
         raise _unreadable(path, e) from None
     if shape is not None and grey.shape != shape:
-        raise InputError(f"{path}: is {grey.shape[1]}x{grey.shape[0]}, other parts of this face"
-                         f" are {shape[1]}x{shape[0]}")
+        raise InputError(
+            f"{path}: is {grey.shape[1]}x{grey.shape[0]}, other parts of this face are {shape[1]}x{shape[0]}"
+        )
     return grey > PART_THRESHOLD
 
 
@@ -167,9 +171,7 @@ def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     os.replace(tmp, path)
 
 
-def _prepare_one(
-    face: int, image: Path, parts: Mapping[str, Path], dst: Path, size: int | None, split: str
-) -> str:
+def _prepare_one(face: int, image: Path, parts: Mapping[str, Path], dst: Path, size: int | None, split: str) -> str:
     """Write one pair unless already complete; returns "written", "up_to_date", or an error line."""
     out_image = dst / split / "images" / f"{face}.jpg"
     out_labels = dst / split / "labels" / f"{face}.png"
@@ -188,8 +190,9 @@ def _prepare_one(
     if pixels is not None and size is None:
         _write_atomic(out_image, lambda tmp: shutil.copyfile(image, tmp))  # original JPEG bytes
     elif pixels is not None:
-        _write_atomic(out_image, lambda tmp: Image.fromarray(to_uint8(pixels)).save(
-            tmp, format="JPEG", quality=JPEG_QUALITY))
+        _write_atomic(
+            out_image, lambda tmp: Image.fromarray(to_uint8(pixels)).save(tmp, format="JPEG", quality=JPEG_QUALITY)
+        )
     return "written"
 
 
@@ -200,8 +203,7 @@ def _find_sources(src: Path) -> tuple[dict[int, Path], dict[int, dict[str, Path]
         if not folder.is_dir():
             hint = " (is SRC the unzipped CelebAMask-HQ folder?)"
             raise InputError(f"{folder}: folder not found{hint}")
-    images = {int(p.stem): p for p in image_dir.iterdir()
-              if p.suffix.lower() in (".jpg", ".jpeg") and p.stem.isdigit()}
+    images = {int(p.stem): p for p in image_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg") and p.stem.isdigit()}
     found: dict[int, dict[str, Path]] = {}
     dirs = {d.name for d in mask_dir.iterdir() if d.is_dir()}
     for d in sorted(dirs):

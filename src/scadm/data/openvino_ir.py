@@ -47,21 +47,34 @@ def _conv_padding(data: dict, op: str) -> tuple[int, ...]:
 
 
 def _conv(x, w, data, op):
-    return F.conv2d(x, w, stride=_ints(data["strides"]), padding=_conv_padding(data, op),
-                    dilation=_ints(data["dilations"]))
+    return F.conv2d(
+        x, w, stride=_ints(data["strides"]), padding=_conv_padding(data, op), dilation=_ints(data["dilations"])
+    )
 
 
 def _group_conv(x, w, data, op):
     groups = w.shape[0]  # (G, O/G, I/G, kh, kw)
-    return F.conv2d(x, w.flatten(0, 1), stride=_ints(data["strides"]), groups=groups,
-                    padding=_conv_padding(data, op), dilation=_ints(data["dilations"]))
+    return F.conv2d(
+        x,
+        w.flatten(0, 1),
+        stride=_ints(data["strides"]),
+        groups=groups,
+        padding=_conv_padding(data, op),
+        dilation=_ints(data["dilations"]),
+    )
 
 
 def _group_conv_transpose(x, w, data, op):
     groups = w.shape[0]  # (G, I/G, O/G, kh, kw)
-    return F.conv_transpose2d(x, w.flatten(0, 1), stride=_ints(data["strides"]), groups=groups,
-                              padding=_conv_padding(data, op), dilation=_ints(data["dilations"]),
-                              output_padding=_ints(data.get("output_padding", "0, 0")))
+    return F.conv_transpose2d(
+        x,
+        w.flatten(0, 1),
+        stride=_ints(data["strides"]),
+        groups=groups,
+        padding=_conv_padding(data, op),
+        dilation=_ints(data["dilations"]),
+        output_padding=_ints(data.get("output_padding", "0, 0")),
+    )
 
 
 def _matmul(a, b, data, op):
@@ -109,7 +122,7 @@ def _gather(x, indices, axis, data, op):
     indices = indices.to(x.device)
     indices = torch.where(indices < 0, indices + x.shape[axis], indices)
     out = x.index_select(axis, indices.reshape(-1))
-    return out.reshape((*x.shape[:axis], *indices.shape, *x.shape[axis + 1:]))
+    return out.reshape((*x.shape[:axis], *indices.shape, *x.shape[axis + 1 :]))
 
 
 def _variadic_split(x, axis, lengths, data, op):
@@ -146,11 +159,21 @@ def _concat(*inputs, data, op):
 
 
 OPS: dict[str, Callable[..., Any]] = {
-    "Convolution": _conv, "GroupConvolution": _group_conv,
-    "GroupConvolutionBackpropData": _group_conv_transpose, "MatMul": _matmul, "PReLU": _prelu,
-    "Reshape": _reshape, "Unsqueeze": _unsqueeze, "Squeeze": _squeeze, "Gather": _gather,
-    "VariadicSplit": _variadic_split, "Broadcast": _broadcast, "Tile": _tile,
-    "ShapeOf": _shape_of, "ReduceMean": _reduce_mean, "Concat": _concat,
+    "Convolution": _conv,
+    "GroupConvolution": _group_conv,
+    "GroupConvolutionBackpropData": _group_conv_transpose,
+    "MatMul": _matmul,
+    "PReLU": _prelu,
+    "Reshape": _reshape,
+    "Unsqueeze": _unsqueeze,
+    "Squeeze": _squeeze,
+    "Gather": _gather,
+    "VariadicSplit": _variadic_split,
+    "Broadcast": _broadcast,
+    "Tile": _tile,
+    "ShapeOf": _shape_of,
+    "ReduceMean": _reduce_mean,
+    "Concat": _concat,
     "Add": lambda a, b, data, op: a + b.to(a.device),
     "Multiply": lambda a, b, data, op: a * b.to(a.device),
     "Power": lambda a, b, data, op: torch.pow(a, b.to(a.device)),
@@ -162,8 +185,9 @@ class IRNetwork(nn.Module):
     {Result name: tensor}. Float constants are buffers (they follow .to(device)); integer
     constants stay on the CPU as shape arithmetic."""
 
-    def __init__(self, layers: list[dict], edges: dict[tuple[int, int], tuple[int, int]],
-                 constants: dict[int, torch.Tensor]):
+    def __init__(
+        self, layers: list[dict], edges: dict[tuple[int, int], tuple[int, int]], constants: dict[int, torch.Tensor]
+    ):
         super().__init__()
         self.layers = layers
         self.ports = defaultdict(list)  # layer id -> [(input port, (source layer, source port))]
@@ -192,20 +216,21 @@ class IRNetwork(nn.Module):
             data = dict(found.attrib) if found is not None else {}
             outputs = layer.find("output")
             entry: dict[str, Any] = {
-                "id": int(layer.attrib["id"]), "type": layer.attrib["type"],
-                "name": layer.attrib.get("name", ""), "data": data,
-                "outputs": [int(p.attrib["id"]) for p in outputs] if outputs is not None else []}
+                "id": int(layer.attrib["id"]),
+                "type": layer.attrib["type"],
+                "name": layer.attrib.get("name", ""),
+                "data": data,
+                "outputs": [int(p.attrib["id"]) for p in outputs] if outputs is not None else [],
+            }
             if entry["type"] == "Const" and compact:
                 if str(entry["id"]) not in stored:
-                    raise CheckpointError(f"{weights_path}: no constant {entry['id']}; not made "
-                                          f"from {xml_path}")
+                    raise CheckpointError(f"{weights_path}: no constant {entry['id']}; not made from {xml_path}")
                 value = stored[str(entry["id"])]
                 constants[entry["id"]] = value.float() if value.is_floating_point() else value
             elif entry["type"] == "Const":
                 dtype = DTYPES.get(data["element_type"])
                 if dtype is None:
-                    raise CheckpointError(f"{xml_path}: constant type {data['element_type']} "
-                                          "is not supported")
+                    raise CheckpointError(f"{xml_path}: constant type {data['element_type']} is not supported")
                 start, size = int(data["offset"]), int(data["size"])
                 array = np.frombuffer(blob, dtype, size // np.dtype(dtype).itemsize, start)
                 shape = _ints(data.get("shape", ""))
@@ -216,8 +241,13 @@ class IRNetwork(nn.Module):
         links = root.find("edges")
         if links is None:
             raise CheckpointError(f"{xml_path}: no <edges>: not an OpenVINO IR")
-        edges = {(int(e.attrib["to-layer"]), int(e.attrib["to-port"])):
-                 (int(e.attrib["from-layer"]), int(e.attrib["from-port"])) for e in links}
+        edges = {
+            (int(e.attrib["to-layer"]), int(e.attrib["to-port"])): (
+                int(e.attrib["from-layer"]),
+                int(e.attrib["from-port"]),
+            )
+            for e in links
+        }
         return cls(_topological(layers, edges), edges, constants)
 
     def save_constants(self, path: str | Path, dtype: torch.dtype = torch.float16) -> None:
@@ -230,8 +260,7 @@ class IRNetwork(nn.Module):
     def forward(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.run(inputs)
 
-    def run(self, inputs: dict[str, torch.Tensor], until: str | None = None
-            ) -> dict[str, torch.Tensor]:
+    def run(self, inputs: dict[str, torch.Tensor], until: str | None = None) -> dict[str, torch.Tensor]:
         """{Result name: tensor}; with `until`, only what the layer of that name needs is
         computed and {until: its first output} returned (to check a part of a graph)."""
         layers = self.layers if until is None else self._ancestors(until)
@@ -243,7 +272,7 @@ class IRNetwork(nn.Module):
             i, kind = layer["id"], layer["type"]
             args = [values[source] for _, source in sorted(self.ports[i])]
             for _, source in self.ports[i]:  # free what no later layer reads: at 1024 px each
-                if last_use[source] == n:     # activation is ~0.3 GB per face
+                if last_use[source] == n:  # activation is ~0.3 GB per face
                     values.pop(source, None)
             if kind == "Const":
                 values[(i, layer["outputs"][0])] = consts[i]

@@ -53,9 +53,7 @@ class SyntheticFace:
     seed: int
 
 
-def render_face(
-    seed: int, size: int = 64, style_overrides: Mapping[str, PartStyle] | None = None
-) -> SyntheticFace:
+def render_face(seed: int, size: int = 64, style_overrides: Mapping[str, PartStyle] | None = None) -> SyntheticFace:
     """Render face `seed` at size x size pixels; the geometry does not depend on `size`.
 
     `style_overrides` maps class names to styles that replace the face's own; a part this face
@@ -67,9 +65,7 @@ def render_face(
     _check_parts("style_overrides", overrides)
     for name, style in overrides.items():
         if not isinstance(style, PartStyle):
-            raise InputError(
-                f"style_overrides: {name!r} maps to a {type(style).__name__}, not a PartStyle"
-            )
+            raise InputError(f"style_overrides: {name!r} maps to a {type(style).__name__}, not a PartStyle")
     # Separate streams, so overriding styles can never move the geometry (and vice versa).
     geometry_seq, style_seq = np.random.SeedSequence(int(seed)).spawn(2)
     layout = sample_layout(np.random.default_rng(geometry_seq))

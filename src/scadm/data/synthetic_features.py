@@ -45,15 +45,17 @@ def nose(g, face, f) -> None:
         axis = x_top + (x_tip - x_top) * t
         return (y >= top) & (y <= tip) & (np.abs(x - axis) <= w0 + (w1 - w0) * t)
 
-    face.add(CLS["nose"], union(
-        (bridge, (x_tip - tip_a, top, x_tip + tip_a, tip)),
-        ellipse(x_tip, tip - 0.01, 0.6 * tip_a, 0.055),
-        ellipse(x_tip - 0.65 * tip_a, tip + 0.005, 0.45 * tip_a, 0.04),
-        ellipse(x_tip + 0.65 * tip_a, tip + 0.005, 0.45 * tip_a, 0.04),
-    ))
+    face.add(
+        CLS["nose"],
+        union(
+            (bridge, (x_tip - tip_a, top, x_tip + tip_a, tip)),
+            ellipse(x_tip, tip - 0.01, 0.6 * tip_a, 0.055),
+            ellipse(x_tip - 0.65 * tip_a, tip + 0.005, 0.45 * tip_a, 0.04),
+            ellipse(x_tip + 0.65 * tip_a, tip + 0.005, 0.45 * tip_a, 0.04),
+        ),
+    )
     face.anchors[CLS["nose"]] = (x_tip, (top + tip) / 2, tip - top)
-    left, right = (soft_darken(x_tip + s * 0.45 * tip_a, tip + 0.025, 0.035, 0.02, 0.45)
-                   for s in (-1.0, 1.0))
+    left, right = (soft_darken(x_tip + s * 0.45 * tip_a, tip + 0.025, 0.035, 0.02, 0.45) for s in (-1.0, 1.0))
     face.details[CLS["nose"]] = lambda x, y, rgb, shade: right(x, y, left(x, y, rgb, shade), shade)
     f["nose_tip"] = tip
 

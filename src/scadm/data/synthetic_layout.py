@@ -90,9 +90,9 @@ def _neck_and_cloth(g, face, f) -> None:
     face.add(CLS["neck"], (neck, (-w - 0.6, 0.2, w + 0.6, 2.2)))
     chin = f["b"]
     face.anchors[CLS["neck"]] = (0.0, chin + 0.15, 0.3)
-    face.details[CLS["neck"]] = lambda x, y, rgb, shade: rgb * (
-        1.0 - 0.3 * np.clip(1.0 - (y - chin + 0.05) / 0.15, 0.0, 1.0)
-    )[:, None]
+    face.details[CLS["neck"]] = lambda x, y, rgb, shade: (
+        rgb * (1.0 - 0.3 * np.clip(1.0 - (y - chin + 0.05) / 0.15, 0.0, 1.0))[:, None]
+    )
 
     top, slope = g.uniform(0.76, 0.86), g.uniform(0.1, 0.5)
     cut_w, depth = w + g.uniform(0.0, 0.12), g.uniform(0.04, 0.3)
@@ -112,7 +112,10 @@ def _necklace(g, face, f) -> None:
     y0, half = f["b"] + g.uniform(0.08, 0.18), f["neck_w"] + g.uniform(0.03, 0.12)
     depth, width = g.uniform(0.05, 0.15), g.uniform(0.04, 0.055)
     chain = band(
-        lambda x: y0 + depth * (1.0 - (x / half) ** 2), -half, half, width,
+        lambda x: y0 + depth * (1.0 - (x / half) ** 2),
+        -half,
+        half,
+        width,
         (-half, y0 - width, half, y0 + depth + width),
     )
     shapes = [chain]
@@ -128,19 +131,18 @@ def _hair(g, face, f, style: str) -> list:
     a, b, yaw = f["a"], f["b"], f["yaw"]
     curly = style == "curly"
     pad = g.uniform(0.15, 0.22) if curly else g.uniform(0.04, 0.1)
-    low = {"short": (-0.15, 0.0), "long": (0.15, 0.4), "bob": (0.3, 0.45),
-           "curly": (0.1, 0.3), "bald": (-0.2, -0.05)}[style]
+    low = {"short": (-0.15, 0.0), "long": (0.15, 0.4), "bob": (0.3, 0.45), "curly": (0.1, 0.3), "bald": (-0.2, -0.05)}[
+        style
+    ]
     side_limit = g.uniform(*low)
-    length = {"long": g.uniform(0.8, 1.3), "bob": g.uniform(0.45, 0.6),
-              "curly": g.uniform(0.3, 0.7)}.get(style)
+    length = {"long": g.uniform(0.8, 1.3), "bob": g.uniform(0.45, 0.6), "curly": g.uniform(0.3, 0.7)}.get(style)
     bumps = (g.uniform(0.03, 0.06), int(g.integers(7, 12)), g.uniform(0, 2 * np.pi))
     outer = _bumpy(0.0, -0.05, a + pad, b + pad, bumps if curly else None)
     face.anchors[CLS["hair"]] = (0.0, -0.3, 0.9)
 
     if length is not None:
         neck_gap = f["neck_w"] + 0.02
-        back = ellipse(0.0, (length - 0.3) / 2, a + pad + g.uniform(0.0, 0.06),
-                       (length + 0.3) / 2, power=4.0)
+        back = ellipse(0.0, (length - 0.3) / 2, a + pad + g.uniform(0.0, 0.06), (length + 0.3) / 2, power=4.0)
         back = minus(back, ((lambda x, y: (np.abs(x) < neck_gap) & (y > b - 0.1)), back[1]))
         face.add(CLS["hair"], union(back, intersect(outer, half_plane_above(length))))
 

@@ -23,9 +23,7 @@ NOISE_WAVES = ((1.0, 0.0), (1.3, 2.1), (0.7, 4.2))  # (frequency factor, angle o
 DETAILED = tuple(CLS[n] for n in ("l_eye", "r_eye", "mouth"))  # sharp inner details
 
 
-def rasterise(
-    layout: FaceLayout, styles: list[PartStyle], size: int
-) -> tuple[np.ndarray, np.ndarray]:
+def rasterise(layout: FaceLayout, styles: list[PartStyle], size: int) -> tuple[np.ndarray, np.ndarray]:
     """(image uint8 (S, S, 3), labels int64 (S, S)); styles[k] is the style of class k."""
     centres = (np.arange(size) + 0.5) / size * 2.0 - 1.0
     u, v = np.meshgrid(centres, centres)
@@ -43,7 +41,8 @@ def rasterise(
 
     flat = ~mixed
     rgb = _paint_all(
-        layout, styles,
+        layout,
+        styles,
         np.concatenate([x[flat], xs.ravel()]),
         np.concatenate([y[flat], ys.ravel()]),
         np.concatenate([labels[flat], sub_labels.ravel()]),

@@ -15,8 +15,25 @@ from dataclasses import dataclass, field
 import numpy as np
 
 CLASS_NAMES = (
-    "bg", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear",
-    "mouth", "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth",
+    "bg",
+    "skin",
+    "nose",
+    "eye_g",
+    "l_eye",
+    "r_eye",
+    "l_brow",
+    "r_brow",
+    "l_ear",
+    "r_ear",
+    "mouth",
+    "u_lip",
+    "l_lip",
+    "hair",
+    "hat",
+    "ear_r",
+    "neck_l",
+    "neck",
+    "cloth",
 )  # CelebAMask-HQ order: index = label value
 CLS = {name: k for k, name in enumerate(CLASS_NAMES)}
 
@@ -74,9 +91,7 @@ class FaceLayout:
         self.layers.append(Layer(cls, *shape))
 
 
-def ellipse(
-    cx: float, cy: float, a: float, b: float, tilt: float = 0.0, power: float = 2.0
-) -> Shape:
+def ellipse(cx: float, cy: float, a: float, b: float, tilt: float = 0.0, power: float = 2.0) -> Shape:
     """Inside of a (super)ellipse with half-axes a, b, turned by `tilt` radians; power > 2
     squares it off (glasses rims, hat crowns)."""
     c, s = np.cos(tilt), np.sin(tilt)
@@ -160,9 +175,7 @@ def half_plane_above(y0: float) -> Shape:
     return (lambda x, y: y < y0), (-np.inf, -np.inf, np.inf, y0)
 
 
-def soft_darken(
-    cx: float, cy: float, a: float, b: float, factor: float, tilt: float = 0.0
-) -> Detail:
+def soft_darken(cx: float, cy: float, a: float, b: float, factor: float, tilt: float = 0.0) -> Detail:
     """A detail that darkens the part by `factor` inside an ellipse, fading out over its outer
     third (ear concha, nostrils): soft, so one sample per pixel renders it without aliasing."""
 
@@ -174,9 +187,7 @@ def soft_darken(
     return detail
 
 
-def band(
-    curve: Callable[[np.ndarray], np.ndarray], x0: float, x1: float, width, box: Box
-) -> Shape:
+def band(curve: Callable[[np.ndarray], np.ndarray], x0: float, x1: float, width, box: Box) -> Shape:
     """Points within width(x)/2 of the curve y = curve(x), for x0 <= x <= x1.
 
     `width` is a number or a function of x (a tapered stroke: brows, necklace chains)."""

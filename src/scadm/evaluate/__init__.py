@@ -1,8 +1,8 @@
 """`scadm evaluate`: the paper's protocols and scadm's own, on any dataset scadm loads.
 
-    >>> from scadm.evaluate import PROTOCOLS, evaluate                       # doctest: +SKIP
-    >>> evaluate(["reconstruction"], [load_model(DEMO_MODEL)], Options(DataSpec("procedural")),
-    ...          out=Path("reports/eval"), command="...")                   # doctest: +SKIP
+>>> from scadm.evaluate import PROTOCOLS, evaluate                       # doctest: +SKIP
+>>> evaluate(["reconstruction"], [load_model(DEMO_MODEL)], Options(DataSpec("procedural")),
+...          out=Path("reports/eval"), command="...")                   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -27,8 +27,17 @@ PROTOCOLS = {
 }
 
 
-def evaluate(protocols: list[str], models: list[Model], options: Options, out: Path, command: str,
-             cache: Path, parser: FaceParser | None = None, features=None, lpips=None) -> list[Path]:
+def evaluate(
+    protocols: list[str],
+    models: list[Model],
+    options: Options,
+    out: Path,
+    command: str,
+    cache: Path,
+    parser: FaceParser | None = None,
+    features=None,
+    lpips=None,
+) -> list[Path]:
     """Run `protocols` and write OUT/<protocol>.{json,md} and OUT/figures/; returns the .md paths."""
     ev = Evaluation(models, options, EvalCache(cache), parser=parser, features=features, lpips=lpips)
     env = environment(options.device, command)

@@ -54,8 +54,15 @@ class EvalCache:
             _atomic(info, lambda p: p.write_text(json.dumps(settings, indent=2, sort_keys=True, default=str)))
         return folder
 
-    def images(self, settings: dict, names: Sequence[str], render: Callable[[list[int]], np.ndarray],
-               batch: int, desc: str = "render", progress: bool = True) -> np.ndarray:
+    def images(
+        self,
+        settings: dict,
+        names: Sequence[str],
+        render: Callable[[list[int]], np.ndarray],
+        batch: int,
+        desc: str = "render",
+        progress: bool = True,
+    ) -> np.ndarray:
         """uint8 (N, H, W, 3) for `names`: read from the cache, rendering only what is missing.
 
         `render(indices)` returns the images of names[i] for i in indices, in that order.
@@ -63,7 +70,7 @@ class EvalCache:
         folder = self._folder("images", settings)
         paths = [folder / f"{name}.png" for name in names]
         missing = [i for i, p in enumerate(paths) if not p.is_file()]
-        batches = [missing[s:s + batch] for s in range(0, len(missing), batch)]
+        batches = [missing[s : s + batch] for s in range(0, len(missing), batch)]
         for chunk in tqdm(batches, desc=desc, disable=not progress or not batches, leave=False):
             for i, image in zip(chunk, render(chunk), strict=True):
                 _atomic(paths[i], functools.partial(_save_png, image))

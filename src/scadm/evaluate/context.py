@@ -45,8 +45,9 @@ class Options:
     diversity_samples: int = 4
     axis_guidance: tuple[float, ...] = (1.0, 1.2, 2.0)
     axis_steps: tuple[int, ...] = (25, 50)
-    part_sets: dict[str, tuple[str, ...]] = field(default_factory=lambda: {
-        "r_eye": ("r_eye",), "lips": ("u_lip", "l_lip"), "hair": ("hair",), "all": ("all",)})
+    part_sets: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: {"r_eye": ("r_eye",), "lips": ("u_lip", "l_lip"), "hair": ("hair",), "all": ("all",)}
+    )
     timing_samplers: tuple[str, ...] = SAMPLERS
     timing_steps: tuple[int, ...] = (10, 25, 50)
     timing_repeats: int = 3
@@ -100,8 +101,15 @@ def _shown(path: Path) -> str:
 class Evaluation:
     """Models x faces x settings; renders go through the cache (see `EvalCache`)."""
 
-    def __init__(self, models: Sequence[Model], options: Options, cache: EvalCache,
-                 parser: FaceParser | None = None, features=None, lpips=None):
+    def __init__(
+        self,
+        models: Sequence[Model],
+        options: Options,
+        cache: EvalCache,
+        parser: FaceParser | None = None,
+        features=None,
+        lpips=None,
+    ):
         if not models:
             raise InputError("--model: give at least one model folder")
         sizes = {m.pipe.image_size for m in models}
@@ -132,8 +140,8 @@ class Evaluation:
         if model.name not in self._styles:
             codes, b = [], self.options.batch
             for s in range(0, len(self.faces), b):
-                image = torch.from_numpy(self.real[s:s + b]).permute(0, 3, 1, 2).float() / 127.5 - 1
-                codes.append(model.pipe.encode_style(image, torch.from_numpy(self.labels[s:s + b])))
+                image = torch.from_numpy(self.real[s : s + b]).permute(0, 3, 1, 2).float() / 127.5 - 1
+                codes.append(model.pipe.encode_style(image, torch.from_numpy(self.labels[s : s + b])))
             self._styles[model.name] = StyleCode.cat(codes)
         return self._styles[model.name]
 
@@ -142,8 +150,9 @@ class Evaluation:
         key = model.name + "/blank"
         if key not in self._styles:
             b = self.options.batch
-            self._styles[key] = StyleCode.cat([model.pipe.blank_style(torch.from_numpy(self.labels[s:s + b]))
-                                               for s in range(0, len(self.faces), b)])
+            self._styles[key] = StyleCode.cat(
+                [model.pipe.blank_style(torch.from_numpy(self.labels[s : s + b])) for s in range(0, len(self.faces), b)]
+            )
         return self._styles[key]
 
     def parts(self, names: Sequence[str]) -> list[int]:
@@ -151,9 +160,15 @@ class Evaluation:
 
     # ---------------------------------------------------------------- rendering
 
-    def render(self, model: Model, job: str, items: Sequence[RenderItem],
-               code_for: Callable[[RenderItem], StyleCode], settings: RenderSettings | None = None,
-               preserve: int | None = None) -> np.ndarray:
+    def render(
+        self,
+        model: Model,
+        job: str,
+        items: Sequence[RenderItem],
+        code_for: Callable[[RenderItem], StyleCode],
+        settings: RenderSettings | None = None,
+        preserve: int | None = None,
+    ) -> np.ndarray:
         """uint8 (N, H, W, 3) renders of `items`, from the cache where possible. `preserve`: a margin
         in pixels: region-preserving edits of each item's own face (`scadm.regions.Preserve`)."""
         rs = settings or self.options.render
@@ -162,26 +177,33 @@ class Evaluation:
         def render_batch(indices: list[int]) -> np.ndarray:
             chosen = [items[i] for i in indices]
             if preserve is not None:  # one target per call: each face is inverted (once per model)
-                return np.concatenate([self._render_preserving(model, it, code_for(it), rs, preserve)
-                                       for it in chosen])
+                return np.concatenate([self._render_preserving(model, it, code_for(it), rs, preserve) for it in chosen])
             labels = torch.from_numpy(np.stack([self.faces[it.face].labels for it in chosen]))
             code = StyleCode.cat([code_for(it) for it in chosen])
             out = model.pipe(labels, code, rs, seed=[it.seed for it in chosen])
             return to_uint8(out)
 
-        return self.cache.images(key, [it.name for it in items], render_batch, self.options.batch,
-                                 desc=f"{model.name}: {job}, {rs.label()}", progress=self.options.progress)
+        return self.cache.images(
+            key,
+            [it.name for it in items],
+            render_batch,
+            self.options.batch,
+            desc=f"{model.name}: {job}, {rs.label()}",
+            progress=self.options.progress,
+        )
 
-    def _render_preserving(self, model: Model, it: RenderItem, code: StyleCode, rs: RenderSettings,
-                           margin: int) -> np.ndarray:
+    def _render_preserving(
+        self, model: Model, it: RenderItem, code: StyleCode, rs: RenderSettings, margin: int
+    ) -> np.ndarray:
         face = self.faces[it.face]
         image = torch.from_numpy(face.image).permute(2, 0, 1)[None].float() / 127.5 - 1
         labels = torch.from_numpy(face.labels)[None]
         out = model.pipe(labels, code, rs, seed=[it.seed], preserve=Preserve(image, labels, margin))
         return to_uint8(out)
 
-    def render_key(self, model: Model, job: str, settings: RenderSettings | None = None,
-                   preserve: int | None = None) -> dict:
+    def render_key(
+        self, model: Model, job: str, settings: RenderSettings | None = None, preserve: int | None = None
+    ) -> dict:
         """Everything a render depends on (and so the cache key of it and of its metrics). The
         sampling fields keep the key they had before seed and dtype joined `RenderSettings`, and
         dtype enters only when it is not fp32, so renders cached earlier stay valid."""
@@ -189,8 +211,13 @@ class Evaluation:
         render = {k: getattr(rs, k) for k in ("steps", "guidance", "sampler", "eta")}
         if rs.dtype != RenderSettings().dtype:
             render["dtype"] = rs.dtype
-        key = {"model": model.fingerprint, "data": self.options.data.describe(), "job": job,
-               "seed": rs.seed, "render": render}
+        key = {
+            "model": model.fingerprint,
+            "data": self.options.data.describe(),
+            "job": job,
+            "seed": rs.seed,
+            "render": render,
+        }
         return key if preserve is None else {**key, "preserve": preserve}
 
     def face_items(self, seed_offset: int = 0) -> list[RenderItem]:
@@ -205,8 +232,10 @@ class Evaluation:
             from scadm.metrics.fid import InceptionFeatures
 
             self._features = InceptionFeatures.load(self.options.device, batch_size=self.options.batch * 4)
-        return self.cache.array({"features": "inception-pool3", "resize": RESIZE_CONVENTION, **key},
-                                lambda: self._features(images, progress=self.options.progress))
+        return self.cache.array(
+            {"features": "inception-pool3", "resize": RESIZE_CONVENTION, **key},
+            lambda: self._features(images, progress=self.options.progress),
+        )
 
     def fid(self, images: np.ndarray, key: dict) -> float | None:
         """FID of `images` against the real faces (None when FID is switched off)."""
@@ -224,7 +253,7 @@ class Evaluation:
         def run() -> np.ndarray:
             out, b = [], self.options.batch
             for s in range(0, len(images), b):
-                x = torch.from_numpy(images[s:s + b]).permute(0, 3, 1, 2).float() / 127.5 - 1
+                x = torch.from_numpy(images[s : s + b]).permute(0, 3, 1, 2).float() / 127.5 - 1
                 out.append(np.asarray(parser(x.to(self.options.device)).cpu()))
             return np.concatenate(out)
 
@@ -255,6 +284,9 @@ class Evaluation:
         return self._lpips
 
     def describe(self) -> dict:
-        return {"models": {m.name: {"path": _shown(m.path), "fingerprint": m.fingerprint} for m in self.models},
-                "data": self.options.data.describe(), "data_title": self.options.data.title(),
-                "options": json.loads(json.dumps(self.options.as_dict(), default=str))}
+        return {
+            "models": {m.name: {"path": _shown(m.path), "fingerprint": m.fingerprint} for m in self.models},
+            "data": self.options.data.describe(),
+            "data_title": self.options.data.title(),
+            "options": json.loads(json.dumps(self.options.as_dict(), default=str)),
+        }

@@ -51,7 +51,7 @@ class DataSpec:
         if value == "procedural":
             return cls("procedural", num=num)
         if value.startswith(CELEBAMASK_PREFIX):
-            return cls("folder", value[len(CELEBAMASK_PREFIX):], split or "test", num, test_ids_only=True)
+            return cls("folder", value[len(CELEBAMASK_PREFIX) :], split or "test", num, test_ids_only=True)
         return cls("folder", value, split, num)
 
     @property
@@ -68,8 +68,13 @@ class DataSpec:
     def describe(self) -> dict:
         if self.procedural:
             return {"kind": "procedural", "num": self.num, "first_seed": self.first_seed}
-        return {"kind": "folder", "root": str(self.folder.resolve()), "split": self.split,
-                "num": self.num, "test_ids_only": self.test_ids_only}
+        return {
+            "kind": "folder",
+            "root": str(self.folder.resolve()),
+            "split": self.split,
+            "num": self.num,
+            "test_ids_only": self.test_ids_only,
+        }
 
     def title(self) -> str:
         if self.procedural:
@@ -91,8 +96,10 @@ def load_faces(spec: DataSpec, size: int, label_set: LabelSet) -> list[Face]:
     if spec.test_ids_only:
         train = [n for n in names if not n.isdigit() or int(n) < TEST_START]
         if train:
-            raise InputError(f"{folder.root}: {len(train)} file(s) are not CelebAMask-HQ test ids "
-                             f"(>= {TEST_START}), e.g. {train[0]}; point at the test split")
+            raise InputError(
+                f"{folder.root}: {len(train)} file(s) are not CelebAMask-HQ test ids "
+                f"(>= {TEST_START}), e.g. {train[0]}; point at the test split"
+            )
     if len(names) < spec.num:
         raise InputError(f"{folder.root}: holds {len(names)} faces, --num asks for {spec.num}")
     faces = []

@@ -36,33 +36,64 @@ def run_disentanglement(ev: Evaluation, figures: Path) -> ProtocolResult:
                 parts = ev.parts(names)
                 for mode, kept in modes(ev, parts):
                     result = partial_swaps(ev, model, parts, rs, preserve=kept)
-                    loc = {**locality(ev, result, before_swap(ev, model, kept, rs), parts),
-                           **against_target(ev, result, parts)}
-                    rows.append({"model": model.name, "parts": set_name, "mode": mode, "steps": rs.steps,
-                                 "guidance": rs.guidance, **loc})
-                    table_rows.append([model.name, set_name, mode, rs.steps, rs.guidance, loc["count"]]
-                                      + [loc[f] for f in FIELDS])
+                    loc = {
+                        **locality(ev, result, before_swap(ev, model, kept, rs), parts),
+                        **against_target(ev, result, parts),
+                    }
+                    rows.append(
+                        {
+                            "model": model.name,
+                            "parts": set_name,
+                            "mode": mode,
+                            "steps": rs.steps,
+                            "guidance": rs.guidance,
+                            **loc,
+                        }
+                    )
+                    table_rows.append(
+                        [model.name, set_name, mode, rs.steps, rs.guidance, loc["count"]] + [loc[f] for f in FIELDS]
+                    )
     figs = _plots(ev, rows, figures)
     figs.append(_grid(ev, figures))
-    table = Table("Locality of partial swaps (means over faces showing the parts)",
-                  ["model", "parts", "mode", "steps", "g", "faces", "inside (0-1)", "leakage (0-1) ↓",
-                   "outside vs target (0-1) ↓", "inside vs truth (0-1) ↓", "transfer ↑", "GT transfer ↑",
-                   "GT leakage ↓"], table_rows,
-                  "inside / leakage: mean |swap - reconstruction| inside / outside the parts (same seed and "
-                  "sampler); for mode 'preserve' (region-preserving edits, beyond the paper) against the target "
-                  "itself. outside vs target: mean |swap - target| beyond the margin around the parts; inside vs "
-                  "truth: mean |swap - true swap| over the parts (procedural faces). transfer: "
-                  "1 - d(swap)/d(reconstruction) of the parts' mean colours to the reference's; GT transfer: "
-                  "the same to the true swap (procedural faces only); GT leakage: how much worse the other parts "
-                  "match the truth than in the reconstruction. "
-                  "'all' swaps every class, so nothing lies outside it.")
+    table = Table(
+        "Locality of partial swaps (means over faces showing the parts)",
+        [
+            "model",
+            "parts",
+            "mode",
+            "steps",
+            "g",
+            "faces",
+            "inside (0-1)",
+            "leakage (0-1) ↓",
+            "outside vs target (0-1) ↓",
+            "inside vs truth (0-1) ↓",
+            "transfer ↑",
+            "GT transfer ↑",
+            "GT leakage ↓",
+        ],
+        table_rows,
+        "inside / leakage: mean |swap - reconstruction| inside / outside the parts (same seed and "
+        "sampler); for mode 'preserve' (region-preserving edits, beyond the paper) against the target "
+        "itself. outside vs target: mean |swap - target| beyond the margin around the parts; inside vs "
+        "truth: mean |swap - true swap| over the parts (procedural faces). transfer: "
+        "1 - d(swap)/d(reconstruction) of the parts' mean colours to the reference's; GT transfer: "
+        "the same to the true swap (procedural faces only); GT leakage: how much worse the other parts "
+        "match the truth than in the reconstruction. "
+        "'all' swaps every class, so nothing lies outside it.",
+    )
     tables = [table]
     if len(ev.models) > 1:
         tables.insert(0, _comparison(ev, rows))
-    return ProtocolResult("disentanglement", "Disentanglement of partial swaps",
-                          "For a swap of parts K: change inside K, leakage outside K, colour transfer toward "
-                          "the reference and, on procedural faces, against the ground-truth swap.",
-                          {"rows": rows}, tables, figs)
+    return ProtocolResult(
+        "disentanglement",
+        "Disentanglement of partial swaps",
+        "For a swap of parts K: change inside K, leakage outside K, colour transfer toward "
+        "the reference and, on procedural faces, against the ground-truth swap.",
+        {"rows": rows},
+        tables,
+        figs,
+    )
 
 
 def _comparison(ev: Evaluation, rows: list[dict]) -> Table:
@@ -70,12 +101,28 @@ def _comparison(ev: Evaluation, rows: list[dict]) -> Table:
     rs = ev.options.render
     at = [r for r in rows if r["steps"] == rs.steps and r["guidance"] == rs.guidance] or rows
     steps, g = at[0]["steps"], at[0]["guidance"]
-    body = [[r["parts"], r["model"], r["mode"]] + [r[f] for f in FIELDS]
-            for r in at if r["steps"] == steps and r["guidance"] == g]
+    body = [
+        [r["parts"], r["model"], r["mode"]] + [r[f] for f in FIELDS]
+        for r in at
+        if r["steps"] == steps and r["guidance"] == g
+    ]
     body.sort(key=lambda row: row[0])
-    return Table(f"Models compared at {steps} steps, g={g:g}",
-                 ["parts", "model", "mode", "inside (0-1)", "leakage (0-1) ↓", "outside vs target (0-1) ↓",
-                  "inside vs truth (0-1) ↓", "transfer ↑", "GT transfer ↑", "GT leakage ↓"], body)
+    return Table(
+        f"Models compared at {steps} steps, g={g:g}",
+        [
+            "parts",
+            "model",
+            "mode",
+            "inside (0-1)",
+            "leakage (0-1) ↓",
+            "outside vs target (0-1) ↓",
+            "inside vs truth (0-1) ↓",
+            "transfer ↑",
+            "GT transfer ↑",
+            "GT leakage ↓",
+        ],
+        body,
+    )
 
 
 def _plots(ev: Evaluation, rows: list[dict], figures: Path) -> list[tuple[str, str]]:
@@ -86,16 +133,30 @@ def _plots(ev: Evaluation, rows: list[dict], figures: Path) -> list[tuple[str, s
         for model in ev.models:
             for set_name in o.part_sets:
                 for mode, _ in modes(ev, ev.parts(o.part_sets[set_name])):
-                    ys = [next((r[field] for r in rows if r["model"] == model.name and r["parts"] == set_name
-                                and r["mode"] == mode and r["steps"] == steps and r["guidance"] == g), None)
-                          for g in o.axis_guidance]
-                    name = ((f"{model.name}: " if len(ev.models) > 1 else "") + set_name
-                            + (f" ({mode})" if mode != "plain" else ""))
+                    ys = [
+                        next(
+                            (
+                                r[field]
+                                for r in rows
+                                if r["model"] == model.name
+                                and r["parts"] == set_name
+                                and r["mode"] == mode
+                                and r["steps"] == steps
+                                and r["guidance"] == g
+                            ),
+                            None,
+                        )
+                        for g in o.axis_guidance
+                    ]
+                    name = (
+                        (f"{model.name}: " if len(ev.models) > 1 else "")
+                        + set_name
+                        + (f" ({mode})" if mode != "plain" else "")
+                    )
                     if any(y is not None for y in ys):
                         series[name] = ys
         name = f"disentanglement-{field}-vs-guidance.png"
-        line_plot(figures / name, list(o.axis_guidance), series, "guidance scale g", label,
-                  f"{label} ({steps} steps)")
+        line_plot(figures / name, list(o.axis_guidance), series, "guidance scale g", label, f"{label} ({steps} steps)")
         out.append((name, f"{label} against the guidance scale, {steps} steps"))
     return out
 
@@ -105,8 +166,13 @@ def _grid(ev: Evaluation, figures: Path) -> tuple[str, str]:
     and its difference to the target (when preserving), true swap."""
     model, n = ev.models[0], len(ev.faces)
     sets = {name: ev.parts(names) for name, names in ev.options.part_sets.items()}
-    shows_all = [all(np.isin(f.labels, parts).any() and np.isin(ev.faces[reference_index(i, n)].labels, parts).any()
-                     for parts in sets.values()) for i, f in enumerate(ev.faces)]
+    shows_all = [
+        all(
+            np.isin(f.labels, parts).any() and np.isin(ev.faces[reference_index(i, n)].labels, parts).any()
+            for parts in sets.values()
+        )
+        for i, f in enumerate(ev.faces)
+    ]
     i = shows_all.index(True) if any(shows_all) else 0  # a face (and reference) showing every part set
     recon = reconstructions(ev, model)
     rows, labels = [], []
@@ -124,7 +190,11 @@ def _grid(ev: Evaluation, figures: Path) -> tuple[str, str]:
         labels.append(set_name)
     name = "disentanglement-grid.png"
     kept_labels = ["preserved", f"|diff target| x{DIFF_GAIN}"] if ev.options.preserve else []
-    save_grid(rows, figures / name, row_labels=labels,
-                col_labels=["target", "reference", "recon", "swap", f"|diff| x{DIFF_GAIN}", *kept_labels, "truth"],
-                title=f"{model.name}, {ev.options.render.label()}")
+    save_grid(
+        rows,
+        figures / name,
+        row_labels=labels,
+        col_labels=["target", "reference", "recon", "swap", f"|diff| x{DIFF_GAIN}", *kept_labels, "truth"],
+        title=f"{model.name}, {ev.options.render.label()}",
+    )
     return name, f"{model.name}: partial swaps of {ev.faces[i].name} with the difference to its reconstruction"

@@ -32,19 +32,26 @@ def reconstructions(ev: Evaluation, model: Model, settings=None) -> np.ndarray:
     return ev.render(model, "reconstruction", ev.face_items(), lambda it: code.index(it.face), settings)
 
 
-def partial_swaps(ev: Evaluation, model: Model, parts: list[int] | None, settings=None,
-                  preserve: bool = False) -> np.ndarray:
+def partial_swaps(
+    ev: Evaluation, model: Model, parts: list[int] | None, settings=None, preserve: bool = False
+) -> np.ndarray:
     """Face i with the styles of `parts` (all if None) from face i + 1; `preserve`: region-preserving
     (beyond the paper: the target's own pixels outside the parts plus the default margin)."""
     code, n = ev.styles(model), len(ev.faces)
     job = "swap" if parts is None else "partial:" + ",".join(map(str, parts))
     margin = default_margin(ev.size) if preserve else None
     if parts is None:
-        return ev.render(model, job, ev.face_items(), lambda it: code.index(reference_index(it.face, n)), settings,
-                         margin)
-    return ev.render(model, job, ev.face_items(),
-                     lambda it: code.index(it.face).swap(code.index(reference_index(it.face, n)), parts), settings,
-                     margin)
+        return ev.render(
+            model, job, ev.face_items(), lambda it: code.index(reference_index(it.face, n)), settings, margin
+        )
+    return ev.render(
+        model,
+        job,
+        ev.face_items(),
+        lambda it: code.index(it.face).swap(code.index(reference_index(it.face, n)), parts),
+        settings,
+        margin,
+    )
 
 
 def modes(ev: Evaluation, parts: list[int]) -> list[tuple[str, bool]]:
@@ -77,18 +84,23 @@ def against_target(ev: Evaluation, result: np.ndarray, parts: list[int]) -> dict
         if face.truth is not None and ref.truth is not None:
             truth = swap_parts(face.truth, ref.truth, [names[k] for k in parts if names[k] in CLASS_NAMES]).image
             inside.append((np.abs(result[i].astype(np.float64) - truth).mean(-1) / 255)[region].mean())
-    return {"outside_target": float(np.mean(outside)) if outside else None,
-            "inside_truth": float(np.mean(inside)) if inside else None}
+    return {
+        "outside_target": float(np.mean(outside)) if outside else None,
+        "inside_truth": float(np.mean(inside)) if inside else None,
+    }
 
 
 def quality(ev: Evaluation, images: np.ndarray, key: dict) -> dict:
     """FID to the real faces and the parser's mIoU / accuracy against the input masks."""
     scores = ev.segmentation(images, key)
-    return {"fid": ev.fid(images, key),
-            "miou": None if scores is None else 100 * scores.miou,
-            "accuracy": None if scores is None else 100 * scores.pixel_accuracy,
-            "class_iou": None if scores is None
-            else dict(zip(ev.label_set.names, (100 * scores.class_iou()).tolist(), strict=True))}
+    return {
+        "fid": ev.fid(images, key),
+        "miou": None if scores is None else 100 * scores.miou,
+        "accuracy": None if scores is None else 100 * scores.pixel_accuracy,
+        "class_iou": None
+        if scores is None
+        else dict(zip(ev.label_set.names, (100 * scores.class_iou()).tolist(), strict=True)),
+    }
 
 
 def locality(ev: Evaluation, result: np.ndarray, recon: np.ndarray, parts: list[int]) -> dict:
@@ -109,8 +121,9 @@ def _quality_table(title: str, rows: dict[str, dict], note: str = "") -> Table:
     columns = ["images", "FID ↓", "mIoU % ↑", "accuracy % ↑"]
     extra = [c for c in ("ssim",) if any(r.get(c) is not None for r in rows.values())]
     columns += ["SSIM ↑" for _ in extra]
-    body = [[name, r.get("fid"), r.get("miou"), r.get("accuracy")] + [r.get(c) for c in extra]
-            for name, r in rows.items()]
+    body = [
+        [name, r.get("fid"), r.get("miou"), r.get("accuracy")] + [r.get(c) for c in extra] for name, r in rows.items()
+    ]
     return Table(title, columns, body, note)
 
 
@@ -119,15 +132,20 @@ def _class_table(rows: dict[str, dict]) -> Table | None:
     if not named:
         return None
     classes = [c for c in next(iter(named.values())) if any(not np.isnan(v[c]) for v in named.values())]
-    return Table("Per-class IoU % (classes present in the masks or the parser's output)",
-                 ["class", *named], [[c] + [v[c] for v in named.values()] for c in classes])
+    return Table(
+        "Per-class IoU % (classes present in the masks or the parser's output)",
+        ["class", *named],
+        [[c] + [v[c] for v in named.values()] for c in classes],
+    )
 
 
 def _notes(ev: Evaluation) -> str:
     notes = [f"Rendering: {ev.options.render.label()}, seed {ev.options.render.seed} + face index."]
     if ev.options.fid:
-        notes.append(f"FID on {len(ev.faces)} images against the {len(ev.faces)} real faces: with so few "
-                     "images FID is biased upwards; compare rows of one report, not with the paper.")
+        notes.append(
+            f"FID on {len(ev.faces)} images against the {len(ev.faces)} real faces: with so few "
+            "images FID is biased upwards; compare rows of one report, not with the paper."
+        )
     if ev.parser is None:
         notes.append("No face parser (--parser none): no mIoU / accuracy.")
     return " ".join(notes)
@@ -141,17 +159,35 @@ def run_reconstruction(ev: Evaluation, figures: Path) -> ProtocolResult:
     for model in ev.models:
         images = reconstructions(ev, model)
         values = ssim(images, ev.real)
-        rows[model.name] = {**quality(ev, images, ev.render_key(model, "reconstruction")),
-                            "ssim": float(values.mean()), "ssim_std": float(values.std())}
+        rows[model.name] = {
+            **quality(ev, images, ev.render_key(model, "reconstruction")),
+            "ssim": float(values.mean()),
+            "ssim_std": float(values.std()),
+        }
         grid.append(list(images[:GRID_FACES]))
-    save_grid(grid, figures / "reconstruction-grid.png", row_labels=["input", "mask"] + [m.name for m in ev.models],
-              title=f"reconstruction, {ev.options.render.label()}", label_set=ev.label_set)
-    tables = [_quality_table("Reconstruction (paper Table 1: SSIM 0.54, FID 16.85, mIoU 81.78, acc. 94.67 "
-                             "on CelebAMask-HQ)", rows, _notes(ev))]
+    save_grid(
+        grid,
+        figures / "reconstruction-grid.png",
+        row_labels=["input", "mask"] + [m.name for m in ev.models],
+        title=f"reconstruction, {ev.options.render.label()}",
+        label_set=ev.label_set,
+    )
+    tables = [
+        _quality_table(
+            "Reconstruction (paper Table 1: SSIM 0.54, FID 16.85, mIoU 81.78, acc. 94.67 on CelebAMask-HQ)",
+            rows,
+            _notes(ev),
+        )
+    ]
     tables += [t for t in [_class_table(rows)] if t]
-    return ProtocolResult("reconstruction", "Reconstruction (reference = the face itself)",
-                          "Each face's mask rendered with the styles encoded from the face itself.",
-                          rows, tables, [("reconstruction-grid.png", "inputs, masks and reconstructions")])
+    return ProtocolResult(
+        "reconstruction",
+        "Reconstruction (reference = the face itself)",
+        "Each face's mask rendered with the styles encoded from the face itself.",
+        rows,
+        tables,
+        [("reconstruction-grid.png", "inputs, masks and reconstructions")],
+    )
 
 
 def run_swap(ev: Evaluation, figures: Path) -> ProtocolResult:
@@ -161,18 +197,31 @@ def run_swap(ev: Evaluation, figures: Path) -> ProtocolResult:
     all_parts = list(range(ev.label_set.num_classes))
     for model in ev.models:
         images, recon = partial_swaps(ev, model, None), reconstructions(ev, model)
-        rows[model.name] = {**quality(ev, images, ev.render_key(model, "swap")),
-                            **{f"loc_{k}": v for k, v in locality(ev, images, recon, all_parts).items()}}
+        rows[model.name] = {
+            **quality(ev, images, ev.render_key(model, "swap")),
+            **{f"loc_{k}": v for k, v in locality(ev, images, recon, all_parts).items()},
+        }
         grid.append(list(images[:GRID_FACES]))
-    save_grid(grid, figures / "swap-grid.png", row_labels=["target", "reference"] + [m.name for m in ev.models],
-              title=f"total style swap, {ev.options.render.label()}")
+    save_grid(
+        grid,
+        figures / "swap-grid.png",
+        row_labels=["target", "reference"] + [m.name for m in ev.models],
+        title=f"total style swap, {ev.options.render.label()}",
+    )
     table = _quality_table("Total style swap (target mask, all styles from the reference)", rows, _notes(ev))
-    transfer = Table("Colour transfer toward the reference (1 = reached it, 0 = unchanged)",
-                     ["model", "faces", "change vs reconstruction (0-1)", "transfer", "transfer (ground truth)"],
-                     [[k, r["loc_count"], r["loc_inside"], r["loc_transfer"], r["loc_gt_transfer"]]
-                      for k, r in rows.items()])
-    return ProtocolResult("swap", "Total style swap", "Target i's mask with every style of face i + 1.",
-                          rows, [table, transfer], [("swap-grid.png", "targets, references and total swaps")])
+    transfer = Table(
+        "Colour transfer toward the reference (1 = reached it, 0 = unchanged)",
+        ["model", "faces", "change vs reconstruction (0-1)", "transfer", "transfer (ground truth)"],
+        [[k, r["loc_count"], r["loc_inside"], r["loc_transfer"], r["loc_gt_transfer"]] for k, r in rows.items()],
+    )
+    return ProtocolResult(
+        "swap",
+        "Total style swap",
+        "Target i's mask with every style of face i + 1.",
+        rows,
+        [table, transfer],
+        [("swap-grid.png", "targets, references and total swaps")],
+    )
 
 
 def run_partial_swap(ev: Evaluation, figures: Path) -> ProtocolResult:
@@ -188,28 +237,70 @@ def run_partial_swap(ev: Evaluation, figures: Path) -> ProtocolResult:
         for model in ev.models:
             for mode, kept in modes(ev, parts):
                 images = partial_swaps(ev, model, parts, preserve=kept)
-                key = ev.render_key(model, "partial:" + ",".join(map(str, parts)),
-                                    preserve=default_margin(ev.size) if kept else None)
-                r = {**quality(ev, images, key), **locality(ev, images, before_swap(ev, model, kept), parts),
-                     **against_target(ev, images, parts)}
+                key = ev.render_key(
+                    model, "partial:" + ",".join(map(str, parts)), preserve=default_margin(ev.size) if kept else None
+                )
+                r = {
+                    **quality(ev, images, key),
+                    **locality(ev, images, before_swap(ev, model, kept), parts),
+                    **against_target(ev, images, parts),
+                }
                 rows[f"{model.name}/{set_name}" + ("/preserve" if kept else "")] = r
-                table_rows.append([set_name, model.name, mode, r["count"], r["fid"], r["miou"], r["inside"],
-                                   r["leakage"], r["outside_target"], r["inside_truth"], r["transfer"],
-                                   r["gt_transfer"], r["gt_leakage"]])
+                table_rows.append(
+                    [
+                        set_name,
+                        model.name,
+                        mode,
+                        r["count"],
+                        r["fid"],
+                        r["miou"],
+                        r["inside"],
+                        r["leakage"],
+                        r["outside_target"],
+                        r["inside_truth"],
+                        r["transfer"],
+                        r["gt_transfer"],
+                        r["gt_leakage"],
+                    ]
+                )
                 grid.append(list(images[:GRID_FACES]))
                 labels.append(f"{model.name}: {set_name}" + (" (preserve)" if kept else ""))
-    save_grid(grid, figures / "partial-swap-grid.png", row_labels=labels,
-              title=f"partial style swaps, {ev.options.render.label()}")
-    table = Table("Partial swaps per part set", ["parts", "model", "mode", "faces", "FID ↓", "mIoU % ↑",
-                                                  "inside (0-1)", "leakage (0-1) ↓", "outside vs target (0-1) ↓",
-                                                  "inside vs truth (0-1) ↓", "transfer ↑", "GT transfer ↑",
-                                                  "GT leakage ↓"],
-                  table_rows, _notes(ev) + " Inside / leakage: mean change inside / outside the swapped parts vs "
-                  "the reconstruction (plain) or the target itself (preserve: region-preserving edit, beyond the "
-                  f"paper, margin {default_margin(ev.size)} px); outside vs target: mean change vs the target beyond "
-                  "the margin; inside vs truth: mean error against the true swap over the parts (procedural faces); "
-                  "transfer: 1 - d(result)/d(before) of the parts' mean colours to the reference's (GT: to the true "
-                  "swap); GT leakage: extra colour error of the other parts.")
-    return ProtocolResult("partial-swap", "Partial style swap",
-                          "Target i keeps its styles except for one part set, taken from face i + 1.",
-                          rows, [table], [("partial-swap-grid.png", "partial swaps per part set")])
+    save_grid(
+        grid,
+        figures / "partial-swap-grid.png",
+        row_labels=labels,
+        title=f"partial style swaps, {ev.options.render.label()}",
+    )
+    table = Table(
+        "Partial swaps per part set",
+        [
+            "parts",
+            "model",
+            "mode",
+            "faces",
+            "FID ↓",
+            "mIoU % ↑",
+            "inside (0-1)",
+            "leakage (0-1) ↓",
+            "outside vs target (0-1) ↓",
+            "inside vs truth (0-1) ↓",
+            "transfer ↑",
+            "GT transfer ↑",
+            "GT leakage ↓",
+        ],
+        table_rows,
+        _notes(ev) + " Inside / leakage: mean change inside / outside the swapped parts vs "
+        "the reconstruction (plain) or the target itself (preserve: region-preserving edit, beyond the "
+        f"paper, margin {default_margin(ev.size)} px); outside vs target: mean change vs the target beyond "
+        "the margin; inside vs truth: mean error against the true swap over the parts (procedural faces); "
+        "transfer: 1 - d(result)/d(before) of the parts' mean colours to the reference's (GT: to the true "
+        "swap); GT leakage: extra colour error of the other parts.",
+    )
+    return ProtocolResult(
+        "partial-swap",
+        "Partial style swap",
+        "Target i keeps its styles except for one part set, taken from face i + 1.",
+        rows,
+        [table],
+        [("partial-swap-grid.png", "partial swaps per part set")],
+    )

@@ -29,8 +29,12 @@ class Table:
     note: str = ""
 
     def markdown(self) -> str:
-        lines = [f"**{self.title}**", "", "| " + " | ".join(self.columns) + " |",
-                 "|" + "|".join(" --- " for _ in self.columns) + "|"]
+        lines = [
+            f"**{self.title}**",
+            "",
+            "| " + " | ".join(self.columns) + " |",
+            "|" + "|".join(" --- " for _ in self.columns) + "|",
+        ]
         lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in self.rows]
         return "\n".join(lines + ([f"\n{self.note}"] if self.note else []))
 
@@ -68,9 +72,14 @@ def device_name(device: str | torch.device) -> str:
 
 
 def environment(device: str, command: str) -> dict:
-    return {"command": command, "device": device_name(device), "scadm": __version__,
-            "torch": torch.__version__, "python": sys.version.split()[0],
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    return {
+        "command": command,
+        "device": device_name(device),
+        "scadm": __version__,
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
 
 
 def write_report(result: ProtocolResult, out: Path, context: dict, env: dict) -> tuple[Path, Path]:
@@ -78,12 +87,18 @@ def write_report(result: ProtocolResult, out: Path, context: dict, env: dict) ->
     record = {"protocol": result.protocol, "environment": env, **context, "metrics": result.metrics}
     json_path = out / f"{result.protocol}.json"
     json_path.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    lines = [f"# {result.title}", "", result.summary, "",
-             f"- Command: `{env['command']}`",
-             f"- Device: {env['device']}; scadm {env['scadm']}, torch {env['torch']}; {env['date']}",
-             f"- Data: {context['data_title']}",
-             "- Models: " + ", ".join(f"`{n}` ({m['path']}, {m['fingerprint']})" for n, m in context["models"].items()),
-             f"- Every number: [{json_path.name}]({json_path.name})", ""]
+    lines = [
+        f"# {result.title}",
+        "",
+        result.summary,
+        "",
+        f"- Command: `{env['command']}`",
+        f"- Device: {env['device']}; scadm {env['scadm']}, torch {env['torch']}; {env['date']}",
+        f"- Data: {context['data_title']}",
+        "- Models: " + ", ".join(f"`{n}` ({m['path']}, {m['fingerprint']})" for n, m in context["models"].items()),
+        f"- Every number: [{json_path.name}]({json_path.name})",
+        "",
+    ]
     for table in result.tables:
         lines += [table.markdown(), ""]
     for name, caption in result.figures:
@@ -93,8 +108,9 @@ def write_report(result: ProtocolResult, out: Path, context: dict, env: dict) ->
     return json_path, md_path
 
 
-def line_plot(path: Path, x: list, series: dict[str, list], xlabel: str, ylabel: str, title: str,
-              logx: bool = False) -> None:
+def line_plot(
+    path: Path, x: list, series: dict[str, list], xlabel: str, ylabel: str, title: str, logx: bool = False
+) -> None:
     """One line per series over `x` (the paper's Fig. 8 style), saved as PNG."""
     try:
         import matplotlib

@@ -39,8 +39,7 @@ def part_colour(image: np.ndarray, labels: np.ndarray, part: int) -> np.ndarray:
 
 def colour_distance(image: np.ndarray, labels: np.ndarray, colours: dict[int, np.ndarray]) -> float:
     """Mean over parts k of |mean colour of k in `image` - colours[k]| (L1 over RGB / 3, /255)."""
-    return float(np.mean([np.abs(part_colour(image, labels, k) - c).mean() / 255
-                          for k, c in colours.items()]))
+    return float(np.mean([np.abs(part_colour(image, labels, k) - c).mean() / 255 for k, c in colours.items()]))
 
 
 def region_change(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> tuple[float, float | None]:
@@ -79,9 +78,15 @@ class SwapLocality:
         return _moved(self.gt_before, self.gt_after)
 
 
-def swap_locality(result: np.ndarray, reconstruction: np.ndarray, labels: np.ndarray, parts: Sequence[int],
-                  reference: np.ndarray, reference_labels: np.ndarray,
-                  truth: np.ndarray | None = None) -> SwapLocality:
+def swap_locality(
+    result: np.ndarray,
+    reconstruction: np.ndarray,
+    labels: np.ndarray,
+    parts: Sequence[int],
+    reference: np.ndarray,
+    reference_labels: np.ndarray,
+    truth: np.ndarray | None = None,
+) -> SwapLocality:
     """Locality of one partial swap of `parts` on a target with mask `labels` (H, W).
 
     result, reconstruction, reference, truth: uint8 (H, W, 3); `truth` the true swap if known.
@@ -90,8 +95,11 @@ def swap_locality(result: np.ndarray, reconstruction: np.ndarray, labels: np.nda
     inside, leakage = region_change(result, reconstruction, np.isin(labels, parts))
     shown = [k for k in parts if (labels == k).any() and (reference_labels == k).any()]
     target = {k: part_colour(reference, reference_labels, k) for k in shown}
-    ref_before, ref_after = (colour_distance(reconstruction, labels, target),
-                             colour_distance(result, labels, target)) if target else (None, None)
+    ref_before, ref_after = (
+        (colour_distance(reconstruction, labels, target), colour_distance(result, labels, target))
+        if target
+        else (None, None)
+    )
     if truth is None:
         return SwapLocality(inside, leakage, ref_before, ref_after)
     inside_truth = {k: part_colour(truth, labels, k) for k in parts if (labels == k).any()}
@@ -99,8 +107,15 @@ def swap_locality(result: np.ndarray, reconstruction: np.ndarray, labels: np.nda
     gt_leakage = None
     if others:
         gt_leakage = colour_distance(result, labels, others) - colour_distance(reconstruction, labels, others)
-    return SwapLocality(inside, leakage, ref_before, ref_after, colour_distance(reconstruction, labels, inside_truth),
-                        colour_distance(result, labels, inside_truth), gt_leakage)
+    return SwapLocality(
+        inside,
+        leakage,
+        ref_before,
+        ref_after,
+        colour_distance(reconstruction, labels, inside_truth),
+        colour_distance(result, labels, inside_truth),
+        gt_leakage,
+    )
 
 
 def _mean(values) -> float | None:

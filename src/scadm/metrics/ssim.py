@@ -43,8 +43,17 @@ def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if min(x.shape[-2:]) < WINDOW:
         raise InputError(f"images: SSIM's 11x11 window needs at least 11x11 pixels, got {tuple(x.shape[-2:])}")
     _, full = structural_similarity_index_measure(
-        x, y, gaussian_kernel=True, sigma=1.5, kernel_size=WINDOW, data_range=1.0,
-        k1=0.01, k2=0.03, reduction="none", return_full_image=True)
+        x,
+        y,
+        gaussian_kernel=True,
+        sigma=1.5,
+        kernel_size=WINDOW,
+        data_range=1.0,
+        k1=0.01,
+        k2=0.03,
+        reduction="none",
+        return_full_image=True,
+    )
     if full.shape != x.shape:  # a future torchmetrics that crops itself must not be cropped twice
         raise RuntimeError(f"torchmetrics returned an SSIM map of {tuple(full.shape)} for {tuple(x.shape)}")
     border = (WINDOW - 1) // 2

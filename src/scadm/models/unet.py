@@ -116,6 +116,7 @@ class SCADMUNet(ModelMixin, ConfigMixin):  # type: ignore[misc]
     _supports_gradient_checkpointing = True
 
     if TYPE_CHECKING:
+
         @property
         def config(self) -> UNetConfig: ...
 
@@ -151,15 +152,14 @@ class SCADMUNet(ModelMixin, ConfigMixin):  # type: ignore[misc]
         emb_dim = TIME_EMBED_MULT * model_channels
 
         def transformer(ch):
-            return SpatialTransformer(ch, ch // num_head_channels, num_head_channels, context_dim,
-                                      transformer_depth, dropout, mask_attention)
+            return SpatialTransformer(
+                ch, ch // num_head_channels, num_head_channels, context_dim, transformer_depth, dropout, mask_attention
+            )
 
         def spade_block(ch, out_ch):
             return SPADEResBlock(ch, emb_dim, num_classes, out_ch, dropout, spade_hidden_channels)
 
-        self.time_embed = nn.Sequential(
-            nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
-        )
+        self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
 
         self.input_blocks = nn.ModuleList([UNetStep([nn.Conv2d(in_channels, model_channels, 3, padding=1)])])
         skip_widths = [model_channels]
@@ -196,8 +196,9 @@ class SCADMUNet(ModelMixin, ConfigMixin):  # type: ignore[misc]
             zero_init(nn.Conv2d(model_channels, out_channels, 3, padding=1)),
         )
 
-    def condition(self, context: torch.Tensor | None, mask: torch.Tensor | None, size: Sequence[int],
-                  hard: bool | None = None) -> UNetCondition:
+    def condition(
+        self, context: torch.Tensor | None, mask: torch.Tensor | None, size: Sequence[int], hard: bool | None = None
+    ) -> UNetCondition:
         """The conditioning of style `context` (B, num_classes, context_dim) and `mask`
         (B, num_classes, H, W) for latents of spatial `size` (h, w), computed once for any number
         of steps. `hard`: whether `mask` is one-hot or empty, if the caller knows (else checked);
@@ -220,9 +221,16 @@ class SCADMUNet(ModelMixin, ConfigMixin):  # type: ignore[misc]
             steps.append(step.condition(context, *grids[grid]))
         return UNetCondition(context, size, steps)
 
-    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None, *, condition: UNetCondition | None = None,
-                hard: bool | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor,
+        context: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        *,
+        condition: UNetCondition | None = None,
+        hard: bool | None = None,
+    ) -> torch.Tensor:
         """x (B, in_channels, h, w) noisy latent, h and w divisible by 2**(levels-1);
         timesteps (B,) or scalar, int or float; context (B, num_classes, context_dim) style codes;
         mask (B, num_classes, H, W) one-hot float at any resolution >= (h, w); or, instead of
@@ -232,8 +240,10 @@ class SCADMUNet(ModelMixin, ConfigMixin):  # type: ignore[misc]
         if condition is None:
             condition = self.condition(context, mask, x.shape[-2:], hard)
         if condition.size != tuple(x.shape[-2:]) or condition.context.shape[0] != x.shape[0]:
-            raise InputError(f"condition: built for {condition.context.shape[0]} latents of "
-                             f"{condition.size[0]}x{condition.size[1]}, got x {tuple(x.shape)}")
+            raise InputError(
+                f"condition: built for {condition.context.shape[0]} latents of "
+                f"{condition.size[0]}x{condition.size[1]}, got x {tuple(x.shape)}"
+            )
         dtype = self.dtype
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels, dtype=dtype).to(dtype))
         h, context = x.to(dtype), condition.context
@@ -285,8 +295,9 @@ class SCADMUNet(ModelMixin, ConfigMixin):  # type: ignore[misc]
             raise InputError(f"timesteps: expected shape ({b},) or a scalar, got {tuple(timesteps.shape)}")
         return timesteps
 
-    def _check_conditioning(self, context: torch.Tensor | None, mask: torch.Tensor | None,
-                            size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _check_conditioning(
+        self, context: torch.Tensor | None, mask: torch.Tensor | None, size: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Raise InputError unless both are given with matching shapes; return them."""
         cfg = self.config
         h, w = size
@@ -295,9 +306,7 @@ class SCADMUNet(ModelMixin, ConfigMixin):  # type: ignore[misc]
         b = mask.shape[0] if mask.ndim == 4 else context.shape[0]
         tokens = cfg.num_classes if cfg.mask_attention else context.shape[1]
         if context.ndim != 3 or tuple(context.shape) != (b, tokens, cfg.context_dim):
-            raise InputError(
-                f"context: expected ({b}, {tokens}, {cfg.context_dim}), got {tuple(context.shape)}"
-            )
+            raise InputError(f"context: expected ({b}, {tokens}, {cfg.context_dim}), got {tuple(context.shape)}")
         if mask.ndim != 4 or mask.shape[1] != cfg.num_classes:
             raise InputError(f"mask: expected ({b}, {cfg.num_classes}, H, W), got {tuple(mask.shape)}")
         if mask.shape[2] < h or mask.shape[3] < w:

@@ -43,8 +43,7 @@ class CrossAttention(nn.Module):
     conditioning switched off this is the paper's ablation.
     """
 
-    def __init__(self, query_dim: int, context_dim: int, heads: int, dim_head: int,
-                 dropout: float = 0.0):
+    def __init__(self, query_dim: int, context_dim: int, heads: int, dim_head: int, dropout: float = 0.0):
         super().__init__()
         inner_dim = heads * dim_head
         self.heads = heads
@@ -122,8 +121,7 @@ class MaskedCrossAttention(CrossAttention):
         out = torch.where(attended, own_v, v.mean(dim=1, keepdim=True))
         return out.flatten(2)  # (B, N, heads * d)
 
-    def _masked_softmax(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                        mask: torch.Tensor) -> torch.Tensor:
+    def _masked_softmax(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         q = _split_heads(self.to_q(x), self.heads)  # (B, heads, N, d)
         k, v = k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, C, d)
         logits = (q @ k.transpose(-1, -2)) * self.scale * mask.transpose(1, 2)[:, None]
@@ -158,8 +156,9 @@ class FeedForward(nn.Module):
 class TransformerBlock(nn.Module):
     """Pre-norm block: self-attention, style cross-attention (masked or plain), feed-forward."""
 
-    def __init__(self, dim: int, heads: int, dim_head: int, context_dim: int,
-                 dropout: float = 0.0, mask_attention: bool = True):
+    def __init__(
+        self, dim: int, heads: int, dim_head: int, context_dim: int, dropout: float = 0.0, mask_attention: bool = True
+    ):
         super().__init__()
         self.mask_attention = mask_attention
         cross = MaskedCrossAttention if mask_attention else CrossAttention
@@ -170,8 +169,14 @@ class TransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.norm3 = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None,
-                hard: bool | None = None, cross: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        hard: bool | None = None,
+        cross: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """x (B, N, dim); context (B, C, context_dim); mask (B, C, N), used only if masked;
         `cross`: attn2's output when it is known not to depend on x (MaskedCrossAttention.hard_output)."""
         x = x + self.attn1(self.norm1(x))
@@ -198,16 +203,23 @@ class SpatialTransformer(nn.Module):
     """GroupNorm, 1x1 proj_in, transformer blocks over the h*w tokens, 1x1 proj_out (zero-init),
     plus the input: a fresh layer is the identity."""
 
-    def __init__(self, channels: int, heads: int, dim_head: int, context_dim: int,
-                 depth: int = 1, dropout: float = 0.0, mask_attention: bool = True):
+    def __init__(
+        self,
+        channels: int,
+        heads: int,
+        dim_head: int,
+        context_dim: int,
+        depth: int = 1,
+        dropout: float = 0.0,
+        mask_attention: bool = True,
+    ):
         super().__init__()
         inner_dim = heads * dim_head
         self.mask_attention = mask_attention
         self.norm = nn.GroupNorm(NORM_GROUPS, channels, eps=TRANSFORMER_NORM_EPS)
         self.proj_in = nn.Conv2d(channels, inner_dim, kernel_size=1)
         self.transformer_blocks = nn.ModuleList(
-            TransformerBlock(inner_dim, heads, dim_head, context_dim, dropout, mask_attention)
-            for _ in range(depth)
+            TransformerBlock(inner_dim, heads, dim_head, context_dim, dropout, mask_attention) for _ in range(depth)
         )
         self.proj_out = zero_init(nn.Conv2d(inner_dim, channels, kernel_size=1))
 
@@ -225,8 +237,14 @@ class SpatialTransformer(nn.Module):
             crosses = [_masked_attention(block).hard_output(context, token_mask) for block in self.transformer_blocks]
         return token_mask, hard, crosses
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None,
-                hard: bool | None = None, condition: tuple | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        hard: bool | None = None,
+        condition: tuple | None = None,
+    ) -> torch.Tensor:
         """x (B, channels, h, w); context (B, C, context_dim); mask (B, C, H, W), any H, W,
         nearest-resized to (h, w); hard as in MaskedCrossAttention; or instead of mask and hard,
         `condition`: what `condition(context, mask at (h, w), hard)` returned."""

@@ -17,8 +17,9 @@ from scadm.nn.spade import NORM_GROUPS, SPADE_HIDDEN_CHANNELS, SPADEGroupNorm, r
 MAX_PERIOD = 10_000
 
 
-def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = MAX_PERIOD,
-                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def timestep_embedding(
+    timesteps: torch.Tensor, dim: int, max_period: float = MAX_PERIOD, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Sinusoidal embedding [cos | sin] of (B,) timesteps -> (B, dim), computed in at least float32.
 
     Frequencies run from 1 down to 1/max_period geometrically; an odd `dim` gets a zero column.
@@ -67,8 +68,7 @@ def _conv3x3(channels: int, out_channels: int) -> nn.Conv2d:
 class ResBlock(nn.Module):
     """norm-SiLU-conv, + time embedding, norm-SiLU-dropout-conv (zero-init), + skip."""
 
-    def __init__(self, channels: int, emb_channels: int, out_channels: int | None = None,
-                 dropout: float = 0.0):
+    def __init__(self, channels: int, emb_channels: int, out_channels: int | None = None, dropout: float = 0.0):
         super().__init__()
         out_channels = out_channels or channels
         self.in_layers = nn.Sequential(
@@ -95,26 +95,31 @@ class SPADEResBlock(nn.Module):
     in_norm acts on the block input, which in the decoder is the concatenation [h, skip].
     """
 
-    def __init__(self, channels: int, emb_channels: int, num_classes: int,
-                 out_channels: int | None = None, dropout: float = 0.0,
-                 spade_hidden_channels: int = SPADE_HIDDEN_CHANNELS):
+    def __init__(
+        self,
+        channels: int,
+        emb_channels: int,
+        num_classes: int,
+        out_channels: int | None = None,
+        dropout: float = 0.0,
+        spade_hidden_channels: int = SPADE_HIDDEN_CHANNELS,
+    ):
         super().__init__()
         out_channels = out_channels or channels
         self.in_norm = SPADEGroupNorm(channels, num_classes, spade_hidden_channels)
         self.in_layers = nn.Sequential(nn.SiLU(), _conv3x3(channels, out_channels))
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, out_channels))
         self.out_norm = SPADEGroupNorm(out_channels, num_classes, spade_hidden_channels)
-        self.out_layers = nn.Sequential(
-            nn.SiLU(), nn.Dropout(dropout), zero_init(_conv3x3(out_channels, out_channels))
-        )
+        self.out_layers = nn.Sequential(nn.SiLU(), nn.Dropout(dropout), zero_init(_conv3x3(out_channels, out_channels)))
         self.skip_connection = _skip(channels, out_channels)
 
     def condition(self, mask: torch.Tensor) -> tuple:
         """Both norms' modulations for a mask at the block's resolution (see SPADEGroupNorm)."""
         return self.in_norm.modulation(mask), self.out_norm.modulation(mask)
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor, mask: torch.Tensor | None = None,
-                condition: tuple | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, emb: torch.Tensor, mask: torch.Tensor | None = None, condition: tuple | None = None
+    ) -> torch.Tensor:
         """x (B, channels, h, w), emb (B, emb_channels), mask (B, num_classes, H, W), or instead
         `condition`, what `condition(mask at (h, w))` returned."""
         if condition is None:

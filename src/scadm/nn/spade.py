@@ -39,8 +39,7 @@ class SPADEGroupNorm(nn.Module):
     The normalisation is plain nn.GroupNorm (eps 1e-5, no float32 upcast), as the authors'.
     """
 
-    def __init__(self, channels: int, num_classes: int,
-                 hidden_channels: int = SPADE_HIDDEN_CHANNELS):
+    def __init__(self, channels: int, num_classes: int, hidden_channels: int = SPADE_HIDDEN_CHANNELS):
         super().__init__()
         self.norm = nn.GroupNorm(NORM_GROUPS, channels, affine=False)
         self.mlp_shared = nn.Sequential(

@@ -9,8 +9,13 @@ import importlib
 
 # Imported on first use (PEP 562): the `scadm` command reads light submodules such as
 # scadm.parsing.landmarks while building its parser, and must not import torch for that.
-_EXPORTS = {"PARSERS": "parser", "FaceParser": "parser", "load_face_parser": "parser",
-            "auto_mask_face": "photo", "parse_photo": "photo"}
+_EXPORTS = {
+    "PARSERS": "parser",
+    "FaceParser": "parser",
+    "load_face_parser": "parser",
+    "auto_mask_face": "photo",
+    "parse_photo": "photo",
+}
 __all__ = sorted(_EXPORTS)
 
 

@@ -29,7 +29,8 @@ CENTRE_SHIFT = 0.1  # the centre sits this fraction of the eye-to-mouth vector b
 def ffhq_quad(eye_left, eye_right, mouth_left, mouth_right) -> np.ndarray:
     """The crop square as 4 (x, y) corners: top-left, bottom-left, bottom-right, top-right."""
     eye_left, eye_right, mouth_left, mouth_right = (
-        np.asarray(p, dtype=np.float64) for p in (eye_left, eye_right, mouth_left, mouth_right))
+        np.asarray(p, dtype=np.float64) for p in (eye_left, eye_right, mouth_left, mouth_right)
+    )
     eye = (eye_left + eye_right) / 2
     eye_to_eye = eye_right - eye_left
     eye_to_mouth = (mouth_left + mouth_right) / 2 - eye
@@ -45,8 +46,7 @@ def ffhq_quad(eye_left, eye_right, mouth_left, mouth_right) -> np.ndarray:
 
 
 def quad_for(landmarks: FaceLandmarks) -> np.ndarray:
-    return ffhq_quad(landmarks.eye_left, landmarks.eye_right,
-                     landmarks.mouth_left, landmarks.mouth_right)
+    return ffhq_quad(landmarks.eye_left, landmarks.eye_right, landmarks.mouth_left, landmarks.mouth_right)
 
 
 def warp_quad(image: Image.Image, quad: np.ndarray, size: int) -> Image.Image:
@@ -82,4 +82,3 @@ def _reflect_pad(image: Image.Image, quad: np.ndarray) -> tuple[Image.Image, np.
         arr = np.pad(arr, ((step[0], step[1]), (step[2], step[3]), (0, 0)), mode="reflect")
         todo = [p - s for p, s in zip(todo, step, strict=True)]
     return Image.fromarray(arr), lo.astype(np.float64)
-

@@ -36,13 +36,11 @@ class FaceLandmarks:
     mouth_right: np.ndarray
 
 
-def detect_landmarks(image: np.ndarray, backend: str = "dlib",
-                     name: str = "image") -> FaceLandmarks:
+def detect_landmarks(image: np.ndarray, backend: str = "dlib", name: str = "image") -> FaceLandmarks:
     """Landmarks of the largest face in an (H, W, 3) uint8 RGB image; InputError naming `name`
     if there is none."""
     if backend not in LANDMARK_BACKENDS:
-        raise InputError(f"landmarks: unknown backend {backend!r}; "
-                         f"choose {', '.join(LANDMARK_BACKENDS)}")
+        raise InputError(f"landmarks: unknown backend {backend!r}; choose {', '.join(LANDMARK_BACKENDS)}")
     image = np.ascontiguousarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise InputError(f"{name}: expected (H, W, 3) uint8 RGB, got {image.dtype} {image.shape}")
@@ -51,15 +49,18 @@ def detect_landmarks(image: np.ndarray, backend: str = "dlib",
     small = image if scale == 1.0 else _resize(image, scale)
     boxes = detector(small, 1)  # upsample once: finds faces down to about 40 px
     if len(boxes) == 0:
-        raise InputError(f"{name}: no face found (the detector needs a roughly frontal face "
-                         "at least ~40 px wide)")
+        raise InputError(f"{name}: no face found (the detector needs a roughly frontal face at least ~40 px wide)")
     box = max(boxes, key=lambda b: b.width() * b.height())
     corners = (box.left(), box.top(), box.right(), box.bottom())
     box = dlib.rectangle(*(round(v / scale) for v in corners))
     shape = predictor(image, box)
     points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
-    return FaceLandmarks(eye_left=points[LEFT_EYE].mean(0), eye_right=points[RIGHT_EYE].mean(0),
-                         mouth_left=points[MOUTH_LEFT], mouth_right=points[MOUTH_RIGHT])
+    return FaceLandmarks(
+        eye_left=points[LEFT_EYE].mean(0),
+        eye_right=points[RIGHT_EYE].mean(0),
+        mouth_left=points[MOUTH_LEFT],
+        mouth_right=points[MOUTH_RIGHT],
+    )
 
 
 def _resize(image: np.ndarray, scale: float) -> np.ndarray:

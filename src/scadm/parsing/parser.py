@@ -42,9 +42,16 @@ class FaceParser(nn.Module):
     std: torch.Tensor
     remap: torch.Tensor
 
-    def __init__(self, net: nn.Module, input_size: int, mean: Sequence[float], std: Sequence[float],
-                 to_celebamask_hq: Sequence[int] = tuple(range(NUM_CLASSES)), batch_size: int = 8,
-                 align_corners: bool = False):
+    def __init__(
+        self,
+        net: nn.Module,
+        input_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        to_celebamask_hq: Sequence[int] = tuple(range(NUM_CLASSES)),
+        batch_size: int = 8,
+        align_corners: bool = False,
+    ):
         super().__init__()
         self.net = net.eval()
         self.input_size, self.batch_size = int(input_size), int(batch_size)
@@ -59,12 +66,12 @@ class FaceParser(nn.Module):
         return self.at_sizes(images, [tuple(images.shape[-2:]) if size is None else size])[0]
 
     @torch.no_grad()
-    def at_sizes(self, images: torch.Tensor, sizes: Sequence[int | Sequence[int]]
-                 ) -> list[torch.Tensor]:
+    def at_sizes(self, images: torch.Tensor, sizes: Sequence[int | Sequence[int]]) -> list[torch.Tensor]:
         """Labels at each of `sizes` from one pass of the network (N, *size) each."""
         if images.dim() != 4 or images.shape[1] != 3 or not images.dtype.is_floating_point:
-            raise InputError(f"images: expected a float (N, 3, H, W) tensor in [-1, 1], got "
-                             f"{images.dtype} {tuple(images.shape)}")
+            raise InputError(
+                f"images: expected a float (N, 3, H, W) tensor in [-1, 1], got {images.dtype} {tuple(images.shape)}"
+            )
         pairs = [_pair(size) for size in sizes]
         self.eval()
         out: list[list[torch.Tensor]] = [[] for _ in pairs]
@@ -73,8 +80,10 @@ class FaceParser(nn.Module):
             for k, size in enumerate(pairs):
                 labels = self.resize_logits(native, size).argmax(1)
                 out[k].append(self.remap[labels].to(images.device))
-        return [torch.cat(o) if o else images.new_zeros(images.shape[0], *size, dtype=torch.int64)
-                for o, size in zip(out, pairs, strict=True)]
+        return [
+            torch.cat(o) if o else images.new_zeros(images.shape[0], *size, dtype=torch.int64)
+            for o, size in zip(out, pairs, strict=True)
+        ]
 
     @torch.no_grad()
     def logits(self, images: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
@@ -87,8 +96,7 @@ class FaceParser(nn.Module):
         x = ((x + 1) / 2 - self.mean) / self.std
         logits = self.net(x)
         if tuple(logits.shape[-2:]) != side:
-            logits = F.interpolate(logits, size=side, mode="bilinear",
-                                   align_corners=self.align_corners)
+            logits = F.interpolate(logits, size=side, mode="bilinear", align_corners=self.align_corners)
         return logits if size is None else self.resize_logits(logits, size)
 
     @staticmethod
@@ -99,20 +107,19 @@ class FaceParser(nn.Module):
         if tuple(size) == tuple(logits.shape[-2:]):
             return logits
         shrink = size[0] < logits.shape[-2] or size[1] < logits.shape[-1]
-        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False,
-                             antialias=shrink)
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False, antialias=shrink)
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
     pair = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, Sequence) else ()
-    if len(pair) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1
-                                 for s in pair):
+    if len(pair) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in pair):
         raise InputError(f"size: expected a positive int or (height, width), got {size!r}")
     return pair
 
 
-def load_face_parser(name: str = "bisenet", weights: str | Path | None = None,
-                     device: str | torch.device = "cpu") -> FaceParser:
+def load_face_parser(
+    name: str = "bisenet", weights: str | Path | None = None, device: str | torch.device = "cpu"
+) -> FaceParser:
     """A FaceParser by name: "procedural" (shipped weights, or a `scadm train-parser` folder)
     or "bisenet" (the installed 79999_iter.pth, or that file's path)."""
     if name == "procedural":
@@ -128,8 +135,14 @@ def load_face_parser(name: str = "bisenet", weights: str | Path | None = None,
         # model.py) upsamples the 1/8-resolution logits to the input size, which the weights
         # 79999_iter.pth come with; the half-pixel convention shrinks the labels ~1.4 % toward the
         # centre and flips ~3 % of the pixels.
-        parser = FaceParser(load_bisenet(weights), BISENET_INPUT, IMAGENET_MEAN, IMAGENET_STD,
-                            BISENET_TO_CELEBAMASK_HQ, align_corners=True)
+        parser = FaceParser(
+            load_bisenet(weights),
+            BISENET_INPUT,
+            IMAGENET_MEAN,
+            IMAGENET_STD,
+            BISENET_TO_CELEBAMASK_HQ,
+            align_corners=True,
+        )
     else:
         raise InputError(f"parser: unknown face parser {name!r}; choose {', '.join(PARSERS)}")
     return parser.to(device)

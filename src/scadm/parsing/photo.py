@@ -31,9 +31,12 @@ def _default_parser() -> FaceParser:
     return load_face_parser("bisenet")
 
 
-def parse_photo(image: Image.Image | str | os.PathLike, size: int = BISENET_INPUT,
-                landmarks: str = "dlib", parser: FaceParser | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
+def parse_photo(
+    image: Image.Image | str | os.PathLike,
+    size: int = BISENET_INPUT,
+    landmarks: str = "dlib",
+    parser: FaceParser | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """(aligned RGB uint8 (size, size, 3), int64 labels (size, size)) for the photo's main face.
 
     A crop smaller than BiSeNet's 512 px is parsed from a 512 px crop of the same square, its
@@ -51,14 +54,17 @@ def parse_photo(image: Image.Image | str | os.PathLike, size: int = BISENET_INPU
     return aligned, (parser or _default_parser())(x, size=size)[0].numpy()
 
 
-def auto_mask_face(path: str | os.PathLike, size: int, label_set: LabelSet = CELEBAMASK_HQ
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def auto_mask_face(
+    path: str | os.PathLike, size: int, label_set: LabelSet = CELEBAMASK_HQ
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A photo as a pipeline input: the aligned crop (3, size, size) in [-1, 1] and its labels
     (size, size), for `scadm edit --mask auto`. `label_set` is the model's: automatic masks are
     CelebAMask-HQ's."""
     if label_set != CELEBAMASK_HQ:
-        raise InputError(f"mask 'auto' gives CelebAMask-HQ labels, but this model has "
-                         f"{label_set.num_classes} other classes; give a mask file")
+        raise InputError(
+            f"mask 'auto' gives CelebAMask-HQ labels, but this model has "
+            f"{label_set.num_classes} other classes; give a mask file"
+        )
     rgb, labels = parse_photo(path, size=size)
     x = torch.from_numpy(rgb.astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1)
     return x.contiguous(), torch.from_numpy(labels)

@@ -44,14 +44,20 @@ class ParserConfig:
         if not self.channels or any(c < GROUPS or c % GROUPS for c in self.channels):
             raise InputError(f"channels: {self.channels} must be multiples of {GROUPS}")
         if self.image_size % (1 << (len(self.channels) - 1)):
-            raise InputError(f"image_size: {self.image_size} must be divisible by "
-                             f"{1 << (len(self.channels) - 1)} for {len(self.channels)} levels")
+            raise InputError(
+                f"image_size: {self.image_size} must be divisible by "
+                f"{1 << (len(self.channels) - 1)} for {len(self.channels)} levels"
+            )
 
 
 def _double_conv(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, padding=1), nn.GroupNorm(GROUPS, c_out), nn.SiLU(),
-        nn.Conv2d(c_out, c_out, 3, padding=1), nn.GroupNorm(GROUPS, c_out), nn.SiLU(),
+        nn.Conv2d(c_in, c_out, 3, padding=1),
+        nn.GroupNorm(GROUPS, c_out),
+        nn.SiLU(),
+        nn.Conv2d(c_out, c_out, 3, padding=1),
+        nn.GroupNorm(GROUPS, c_out),
+        nn.SiLU(),
     )
 
 
@@ -99,8 +105,10 @@ def load_procedural_net(path: str | Path = PROCEDURAL_PARSER) -> ProceduralParse
     path = Path(path)
     config_file, weights_file = path / CONFIG_FILE, path / WEIGHTS_FILE
     if not config_file.is_file() or not weights_file.is_file():
-        raise InputError(f"{path}: not a procedural parser folder (needs {CONFIG_FILE} and "
-                         f"{WEIGHTS_FILE}, as `scadm train-parser --out DIR` writes)")
+        raise InputError(
+            f"{path}: not a procedural parser folder (needs {CONFIG_FILE} and "
+            f"{WEIGHTS_FILE}, as `scadm train-parser --out DIR` writes)"
+        )
     try:
         config = ParserConfig(**json.loads(config_file.read_text()))
     except (TypeError, ValueError) as e:

@@ -54,12 +54,14 @@ def score(confusion: torch.Tensor) -> ParserScore:
     union = c.sum(0) + c.sum(1) - tp
     iou = torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, math.nan))
     present = union > 0
-    return ParserScore(accuracy=float(tp.sum() / c.sum()), miou=float(iou[present].mean()),
-                       per_class_iou=tuple(float(v) for v in iou))
+    return ParserScore(
+        accuracy=float(tp.sum() / c.sum()), miou=float(iou[present].mean()), per_class_iou=tuple(float(v) for v in iou)
+    )
 
 
-def held_out_score(parse: Callable[[torch.Tensor], torch.Tensor], num: int = 64,
-                   size: int = 64, batch_size: int = 32) -> ParserScore:
+def held_out_score(
+    parse: Callable[[torch.Tensor], torch.Tensor], num: int = 64, size: int = 64, batch_size: int = 32
+) -> ParserScore:
     """Score `parse` ((N, 3, S, S) in [-1, 1] -> (N, S, S) labels) on faces HELD_OUT_SEED + i."""
     confusion = torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.int64)
     for start in range(0, num, batch_size):
@@ -97,10 +99,16 @@ class TrainResult:
     held_out: ParserScore
 
 
-def train_procedural_parser(out: str | Path, steps: int = 1500, batch_size: int = 16,
-                            lr: float = 2e-3, config: ParserConfig = ParserConfig(),
-                            seed: int = 0, held_out: int = 64,
-                            log: Callable[[str], None] = print) -> TrainResult:
+def train_procedural_parser(
+    out: str | Path,
+    steps: int = 1500,
+    batch_size: int = 16,
+    lr: float = 2e-3,
+    config: ParserConfig = ParserConfig(),
+    seed: int = 0,
+    held_out: int = 64,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
     """Train a ProceduralParserNet with cross-entropy, AdamW and cosine decay; save to `out`.
 
     >>> train_procedural_parser("runs/parser", steps=1500)  # doctest: +SKIP
@@ -112,7 +120,8 @@ def train_procedural_parser(out: str | Path, steps: int = 1500, batch_size: int 
     net = ProceduralParserNet(config).train()
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
     data = SyntheticFaces(steps * batch_size, size=config.image_size, seed=TRAIN_DATA_SEED)
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
     start, running = time.perf_counter(), math.nan

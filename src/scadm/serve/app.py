@@ -80,8 +80,9 @@ class Models:
 
     def __getitem__(self, dtype: str) -> SCADMPipeline:
         if dtype not in self._pipes:
-            self._pipes[dtype] = SCADMPipeline.from_pretrained(self.folder, device=self.device,
-                                                               dtype=RenderSettings(dtype=dtype).torch_dtype)
+            self._pipes[dtype] = SCADMPipeline.from_pretrained(
+                self.folder, device=self.device, dtype=RenderSettings(dtype=dtype).torch_dtype
+            )
         return self._pipes[dtype]
 
     @property
@@ -92,6 +93,7 @@ class Models:
 def _shows_errors(fn):
     """Bad input -> its one-line message in the page; anything else -> logged, and a short
     message: one bad request never takes the server down."""
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
@@ -103,6 +105,7 @@ def _shows_errors(fn):
         except Exception as err:  # the server must survive any request
             log.exception("request failed")
             raise gr.Error(f"internal error ({type(err).__name__}); details are in the server log") from None
+
     return wrapper
 
 
@@ -118,8 +121,10 @@ def legend_html(labels: np.ndarray, label_set) -> str:
     items = []
     for name, colour, n in zip(label_set.names, label_set.palette, counts, strict=True):
         share = f"{100 * n / labels.size:.1f}%" if n else "absent"
-        items.append(f'<span class="{"present" if n else "absent"}"><span class="sw" '
-                     f'style="background: rgb{tuple(colour)}"></span>{name} <small>{share}</small></span>')
+        items.append(
+            f'<span class="{"present" if n else "absent"}"><span class="sw" '
+            f'style="background: rgb{tuple(colour)}"></span>{name} <small>{share}</small></span>'
+        )
     return f'<div class="legend" id="legend">{"".join(items)}</div>'
 
 
@@ -135,17 +140,31 @@ def _face_column(role: str, example: int, scale: int = 4):
     """The target's or the reference's view, example picker and upload buttons, with one line
     below naming the files in use (or why an upload was refused)."""
     with gr.Column(scale=scale, min_width=200):
-        view = gr.Image(label=f"{role}: face | mask", interactive=False, elem_id=f"{role}-view", height=150,
-                        format="png", buttons=[], elem_classes="scadm-view")
+        view = gr.Image(
+            label=f"{role}: face | mask",
+            interactive=False,
+            elem_id=f"{role}-view",
+            height=150,
+            format="png",
+            buttons=[],
+            elem_classes="scadm-view",
+        )
         with gr.Row(equal_height=True):
-            picker = gr.Dropdown([f"face {i}" for i in range(EXAMPLES)], value=f"face {example}", show_label=False,
-                                 container=False, elem_id=f"{role}-example", min_width=90, scale=2)
+            picker = gr.Dropdown(
+                [f"face {i}" for i in range(EXAMPLES)],
+                value=f"face {example}",
+                show_label=False,
+                container=False,
+                elem_id=f"{role}-example",
+                min_width=90,
+                scale=2,
+            )
             new = gr.Button("random face", size="sm", elem_id=f"{role}-new", min_width=80, scale=1)
         with gr.Row(equal_height=True):
-            image = gr.UploadButton("upload image", file_types=UPLOAD_TYPES, size="sm", elem_id=f"{role}-image",
-                                    min_width=80)
-            mask = gr.UploadButton("upload mask", file_types=[".png"], size="sm", elem_id=f"{role}-mask",
-                                   min_width=80)
+            image = gr.UploadButton(
+                "upload image", file_types=UPLOAD_TYPES, size="sm", elem_id=f"{role}-image", min_width=80
+            )
+            mask = gr.UploadButton("upload mask", file_types=[".png"], size="sm", elem_id=f"{role}-mask", min_width=80)
         line = gr.Markdown(f"{role}: example face {example}", elem_id=f"{role}-files", elem_classes="face-line")
     return view, picker, new, image, mask, line
 
@@ -160,8 +179,12 @@ def build_app(models: Models) -> gr.Blocks:
     on_gpu = pipe.device.type == "cuda"
 
     def brush(name: str) -> gr.Brush:
-        return gr.Brush(colors=colours, default_color=colours[names.index(name)], color_mode="fixed",
-                        default_size=max(2, scale * 3 // 2))
+        return gr.Brush(
+            colors=colours,
+            default_color=colours[names.index(name)],
+            color_mode="fixed",
+            default_size=max(2, scale * 3 // 2),
+        )
 
     def editor_value(face: Face, labels: np.ndarray) -> dict:
         return {"background": editor.overlay_picture(face, labels, label_set, scale), "layers": [], "composite": None}
@@ -202,8 +225,17 @@ def build_app(models: Models) -> gr.Blocks:
             cleared: dict[str, Any] = {"background": None, "layers": [], "composite": None}
             return None, None, None, cleared, "", line, example, image_file, mask_file
         if isinstance(face, Face):
-            return (face, face.labels, show_face(face), editor_value(face, face.labels),
-                    legend_html(face.labels, label_set), line, example, image_file, mask_file)
+            return (
+                face,
+                face.labels,
+                show_face(face),
+                editor_value(face, face.labels),
+                legend_html(face.labels, label_set),
+                line,
+                example,
+                image_file,
+                mask_file,
+            )
         return (gr.skip(),) * 5 + (line, example, image_file, mask_file)
 
     def reference_outputs(face: Face | None, line: str, image_file=None, mask_file=None, example=None):
@@ -259,19 +291,39 @@ def build_app(models: Models) -> gr.Blocks:
         return face.labels, editor_value(face, face.labels), legend_html(face.labels, label_set)
 
     @_shows_errors
-    def generate(target, reference, labels, painting, history, global_weight, guidance, sampler, steps, seed,
-                 lock, dtype, preserve, *part_values,
-                 progress=gr.Progress(track_tqdm=True)):
+    def generate(
+        target,
+        reference,
+        labels,
+        painting,
+        history,
+        global_weight,
+        guidance,
+        sampler,
+        steps,
+        seed,
+        lock,
+        dtype,
+        preserve,
+        *part_values,
+        progress=gr.Progress(track_tqdm=True),
+    ):
         for role, face in (("target", target), ("reference", reference)):
             if face is None:
-                raise gr.Error(f"{role}: no valid face (an upload was refused); upload a valid image and mask, "
-                               "or pick an example", title="Nothing to render")
-        sources, weights = part_values[:len(names)], part_values[len(names):]
-        parts = {n: PartChoice(s, float(w)) for n, s, w in zip(_panel_order(names), sources, weights, strict=True)
-                 if s != "target"}
+                raise gr.Error(
+                    f"{role}: no valid face (an upload was refused); upload a valid image and mask, or pick an example",
+                    title="Nothing to render",
+                )
+        sources, weights = part_values[: len(names)], part_values[len(names) :]
+        parts = {
+            n: PartChoice(s, float(w))
+            for n, s, w in zip(_panel_order(names), sources, weights, strict=True)
+            if s != "target"
+        }
         seed = int(seed) if lock and seed is not None else random.randrange(MAX_SEED)
-        render = INTERACTIVE.replace(steps=int(steps), guidance=float(guidance), sampler=sampler, seed=seed,
-                                     dtype=dtype)
+        render = INTERACTIVE.replace(
+            steps=int(steps), guidance=float(guidance), sampler=sampler, seed=seed, dtype=dtype
+        )
         settings = EditSettings(parts, float(global_weight), render, preserve=bool(preserve)).check(label_set)
         labels = _painted(labels, painting)
         missing = editor.missing_parts(settings, reference, labels, label_set)
@@ -279,21 +331,24 @@ def build_app(models: Models) -> gr.Blocks:
         result = editor.render(models[render.dtype], target, reference, labels, settings, progress=True)
         seconds = time.perf_counter() - start
         folder = outdir / f"{int(time.time() * 1000)}-{seed}"
-        paths = editor.write_bundle(folder, result, target, reference, labels, settings, label_set,
-                                    model=models.folder)
+        paths = editor.write_bundle(folder, result, target, reference, labels, settings, label_set, model=models.folder)
         bundle = folder / "scadm-edit.zip"
         with zipfile.ZipFile(bundle, "w") as z:
             for p in paths.values():
                 z.write(p, p.name)
-        edits = ", ".join(f"{n}<-{s}" + (f" {w:.2g}" if w < 1 else "")
-                          for n, (s, w) in settings.edited_parts().items()) or "reconstruction"
+        edits = (
+            ", ".join(f"{n}<-{s}" + (f" {w:.2g}" if w < 1 else "") for n, (s, w) in settings.edited_parts().items())
+            or "reconstruction"
+        )
         # the exact PNG (no lossy re-encoding for the page): the page enlarges it, pixelated
         history = [(str(paths["result"]), f"seed {seed}: {edits}"), *(history or [])]
         files = [str(paths["result"]), str(paths["mask"]), str(paths["settings"]), str(bundle)]
         status = f"Rendered in {seconds:.1f} s ({render.label()}, seed {seed}): {edits}."
         if missing:
-            warning = (f"The reference has no {' or '.join(missing)}: that style is invented, not the reference's "
-                       "(pick a reference that has it).")
+            warning = (
+                f"The reference has no {' or '.join(missing)}: that style is invented, not the reference's "
+                "(pick a reference that has it)."
+            )
             gr.Warning(warning, title="Missing in the reference")
             status += f"\n\n**Warning:** {warning}"
         return str(paths["result"]), history, history, seed, files, status
@@ -301,54 +356,116 @@ def build_app(models: Models) -> gr.Blocks:
     with gr.Blocks(title="scadm face editor") as demo:
         target_state, reference_state, mask_state = gr.State(), gr.State(), gr.State()
         history_state = gr.State([])
-        gr.Markdown(f"**scadm face editor**: edit a face part by part with SCA-DM. Model `{Path(models.folder).name}`"
-                    f" ({size}x{size}, {pipe.device.type}); uploads are resized to {size}x{size}; masks are label PNGs "
-                    "(pixel = class) or CelebAMask-HQ colour PNGs.", elem_id="intro")
+        gr.Markdown(
+            f"**scadm face editor**: edit a face part by part with SCA-DM. Model `{Path(models.folder).name}`"
+            f" ({size}x{size}, {pipe.device.type}); uploads are resized to {size}x{size}; masks are label PNGs "
+            "(pixel = class) or CelebAMask-HQ colour PNGs.",
+            elem_id="intro",
+        )
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=280):
-                target_view, target_example, target_new, target_image, target_mask, target_line = \
-                    _face_column("target", 0)
-                reference_view, reference_example, reference_new, reference_image, reference_mask, reference_line = \
+                target_view, target_example, target_new, target_image, target_mask, target_line = _face_column(
+                    "target", 0
+                )
+                reference_view, reference_example, reference_new, reference_image, reference_mask, reference_line = (
                     _face_column("reference", 1)
-                auto_mask = gr.Checkbox(False, label="photos without a mask: align and parse them (parse extras; "
-                                        "CelebAMask-HQ models)", elem_id="auto-mask")
+                )
+                auto_mask = gr.Checkbox(
+                    False,
+                    label="photos without a mask: align and parse them (parse extras; CelebAMask-HQ models)",
+                    elem_id="auto-mask",
+                )
             with gr.Column(scale=6, min_width=420, elem_id="parts"):
                 with gr.Row():
-                    all_buttons = {s: gr.Button(f"all: {s}", size="sm", elem_id=f"all-{s}", min_width=60)
-                                   for s in SOURCES}
+                    all_buttons = {
+                        s: gr.Button(f"all: {s}", size="sm", elem_id=f"all-{s}", min_width=60) for s in SOURCES
+                    }
                 sources, weights = [], []
                 for name in _panel_order(names):
                     with gr.Row(elem_classes="part-row", elem_id=f"part-{name}"):
-                        gr.HTML(f'<span class="part-name">{name}</span>', container=False, padding=False,
-                                elem_classes="part-name-box", scale=0, min_width=52)
-                        sources.append(gr.Radio(list(SOURCES), value="target", label=name, show_label=False,
-                                                container=False, elem_id=f"src-{name}", elem_classes="part-source",
-                                                scale=0, min_width=258))
-                        weights.append(gr.Slider(0, 1, value=1, step=0.05, label=f"{name} strength", show_label=False,
-                                                 container=False, buttons=[], elem_id=f"w-{name}", scale=1,
-                                                 elem_classes="part-weight",
-                                                 min_width=80))
+                        gr.HTML(
+                            f'<span class="part-name">{name}</span>',
+                            container=False,
+                            padding=False,
+                            elem_classes="part-name-box",
+                            scale=0,
+                            min_width=52,
+                        )
+                        sources.append(
+                            gr.Radio(
+                                list(SOURCES),
+                                value="target",
+                                label=name,
+                                show_label=False,
+                                container=False,
+                                elem_id=f"src-{name}",
+                                elem_classes="part-source",
+                                scale=0,
+                                min_width=258,
+                            )
+                        )
+                        weights.append(
+                            gr.Slider(
+                                0,
+                                1,
+                                value=1,
+                                step=0.05,
+                                label=f"{name} strength",
+                                show_label=False,
+                                container=False,
+                                buttons=[],
+                                elem_id=f"w-{name}",
+                                scale=1,
+                                elem_classes="part-weight",
+                                min_width=80,
+                            )
+                        )
             with gr.Column(scale=4, min_width=280):
-                result_view = gr.Image(label="result (the exact PNG)", interactive=False, elem_id="result", height=320,
-                                       type="filepath", format="png", buttons=["download"])
+                result_view = gr.Image(
+                    label="result (the exact PNG)",
+                    interactive=False,
+                    elem_id="result",
+                    height=320,
+                    type="filepath",
+                    format="png",
+                    buttons=["download"],
+                )
                 generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
-                preserve = gr.Checkbox(True, label="keep the rest of the face: pixels outside the edited parts stay "
-                                       "the target's (inverts the target once, then each edit costs as usual)",
-                                       elem_id="preserve")
+                preserve = gr.Checkbox(
+                    True,
+                    label="keep the rest of the face: pixels outside the edited parts stay "
+                    "the target's (inverts the target once, then each edit costs as usual)",
+                    elem_id="preserve",
+                )
                 status = gr.Markdown("Load faces, choose parts, press Generate.", elem_id="status")
-                downloads = gr.File(label="downloads: result, mask, settings.json, bundle (replay with scadm edit)",
-                                    file_count="multiple", interactive=False, elem_id="downloads")
+                downloads = gr.File(
+                    label="downloads: result, mask, settings.json, bundle (replay with scadm edit)",
+                    file_count="multiple",
+                    interactive=False,
+                    elem_id="downloads",
+                )
         with gr.Row():
             with gr.Column(scale=3):
-                painter = gr.ImageEditor(type="numpy", image_mode="RGBA", sources=(), transforms=(), format="png",
-                                         brush=brush("hair"), eraser=gr.Eraser(default_size=scale * 2),
-                                         layers=gr.LayerOptions(allow_additional_layers=False, layers=["paint"]),
-                                         canvas_size=(size * scale, size * scale), fixed_canvas=True,
-                                         label="mask: paint to reshape parts", elem_id="painter", height=560)
+                painter = gr.ImageEditor(
+                    type="numpy",
+                    image_mode="RGBA",
+                    sources=(),
+                    transforms=(),
+                    format="png",
+                    brush=brush("hair"),
+                    eraser=gr.Eraser(default_size=scale * 2),
+                    layers=gr.LayerOptions(allow_additional_layers=False, layers=["paint"]),
+                    canvas_size=(size * scale, size * scale),
+                    fixed_canvas=True,
+                    label="mask: paint to reshape parts",
+                    elem_id="painter",
+                    height=560,
+                )
             with gr.Column(scale=2):
                 with gr.Row():
-                    paint_class = gr.Dropdown(names, value="hair", label="paint class (brush colour)",
-                                              elem_id="paint-class")
+                    paint_class = gr.Dropdown(
+                        names, value="hair", label="paint class (brush colour)", elem_id="paint-class"
+                    )
                     apply_button = gr.Button("apply strokes to mask", elem_id="apply-strokes")
                     reset_button = gr.Button("reset mask", elem_id="reset-mask")
                 legend = gr.HTML(elem_id="legend-box")
@@ -358,24 +475,52 @@ def build_app(models: Models) -> gr.Blocks:
                     sampler = gr.Dropdown(list(SAMPLERS), value=INTERACTIVE.sampler, label="sampler", elem_id="sampler")
                     steps = gr.Slider(1, 200, value=INTERACTIVE.steps, step=1, label="steps", elem_id="steps")
                 with gr.Row():
-                    seed = gr.Number(INTERACTIVE.seed, label="seed", precision=0, minimum=0, maximum=MAX_SEED,
-                                     elem_id="seed")
+                    seed = gr.Number(
+                        INTERACTIVE.seed, label="seed", precision=0, minimum=0, maximum=MAX_SEED, elem_id="seed"
+                    )
                     lock = gr.Checkbox(True, label="lock seed", elem_id="lock-seed")
-                dtype = gr.Radio(list(DTYPES), value=INTERACTIVE.dtype, label="precision (GPU)", visible=on_gpu,
-                                 elem_id="dtype")
-        gallery = gr.Gallery(label="history (newest first)", columns=8, height=260, object_fit="contain",
-                             fit_columns=False, format="png", elem_id="history")
+                dtype = gr.Radio(
+                    list(DTYPES), value=INTERACTIVE.dtype, label="precision (GPU)", visible=on_gpu, elem_id="dtype"
+                )
+        gallery = gr.Gallery(
+            label="history (newest first)",
+            columns=8,
+            height=260,
+            object_fit="contain",
+            fit_columns=False,
+            format="png",
+            elem_id="history",
+        )
 
-        target_outs = [target_state, mask_state, target_view, painter, legend, target_line, target_example,
-                       target_image, target_mask]
-        reference_outs = [reference_state, reference_view, reference_line, reference_example, reference_image,
-                          reference_mask]
+        target_outs = [
+            target_state,
+            mask_state,
+            target_view,
+            painter,
+            legend,
+            target_line,
+            target_example,
+            target_image,
+            target_mask,
+        ]
+        reference_outs = [
+            reference_state,
+            reference_view,
+            reference_line,
+            reference_example,
+            reference_image,
+            reference_mask,
+        ]
         for button, just in ((target_image, "image"), (target_mask, "mask")):
-            button.upload(functools.partial(upload_target, just=just), [target_image, target_mask, auto_mask],
-                          target_outs)
+            button.upload(
+                functools.partial(upload_target, just=just), [target_image, target_mask, auto_mask], target_outs
+            )
         for button, just in ((reference_image, "image"), (reference_mask, "mask")):
-            button.upload(functools.partial(upload_reference, just=just),
-                          [reference_image, reference_mask, auto_mask], reference_outs)
+            button.upload(
+                functools.partial(upload_reference, just=just),
+                [reference_image, reference_mask, auto_mask],
+                reference_outs,
+            )
         target_example.input(pick_target, target_example, target_outs)
         target_new.click(functools.partial(pick_target, new=True), target_example, target_outs)
         reference_example.input(pick_reference, reference_example, reference_outs)
@@ -387,9 +532,25 @@ def build_app(models: Models) -> gr.Blocks:
             button.click(lambda s=s: [s] * len(names), None, sources)
         generate_button.click(
             generate,
-            [target_state, reference_state, mask_state, painter, history_state, global_weight, guidance, sampler,
-             steps, seed, lock, dtype, preserve, *sources, *weights],
-            [result_view, gallery, history_state, seed, downloads, status])
+            [
+                target_state,
+                reference_state,
+                mask_state,
+                painter,
+                history_state,
+                global_weight,
+                guidance,
+                sampler,
+                steps,
+                seed,
+                lock,
+                dtype,
+                preserve,
+                *sources,
+                *weights,
+            ],
+            [result_view, gallery, history_state, seed, downloads, status],
+        )
         demo.load(pick_target, target_example, target_outs).then(pick_reference, reference_example, reference_outs)
     return demo
 
@@ -400,7 +561,19 @@ def launch(model: str | None = None, host: str = "127.0.0.1", port: int = 7860, 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     demo = build_app(Models(model or DEMO_MODEL, device))
     demo.queue(default_concurrency_limit=1, max_size=64)
-    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
-                              font_mono=["ui-monospace", "monospace"])  # no web-font download
-    demo.launch(server_name=host, server_port=port, share=False, max_file_size="20mb", show_error=True,
-                allowed_paths=[], theme=theme, css=CSS, ssr_mode=False, inbrowser=False, quiet=False)
+    theme = gr.themes.Default(
+        font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )  # no web-font download
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        max_file_size="20mb",
+        show_error=True,
+        allowed_paths=[],
+        theme=theme,
+        css=CSS,
+        ssr_mode=False,
+        inbrowser=False,
+        quiet=False,
+    )

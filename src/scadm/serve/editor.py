@@ -29,9 +29,15 @@ MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_UPLOAD_SIDE = 4096
 #: procedural faces the demo model never saw in training (its datasets are seed 0, faces 0..29,999)
 HELD_OUT_SEED = 900_000_000
-BUNDLE_FILES = {"target": "target.png", "target_mask": "target_mask.png", "reference": "reference.png",
-                "reference_mask": "reference_mask.png", "mask": "edited_mask.png",
-                "settings": "settings.json", "result": "result.png"}
+BUNDLE_FILES = {
+    "target": "target.png",
+    "target_mask": "target_mask.png",
+    "reference": "reference.png",
+    "reference_mask": "reference_mask.png",
+    "mask": "edited_mask.png",
+    "settings": "settings.json",
+    "result": "result.png",
+}
 
 
 @dataclass
@@ -58,8 +64,9 @@ def procedural_face(seed: int, size: int) -> Face:
     return Face(face.image, face.labels, f"procedural face {seed}")
 
 
-def load_upload(image_path: str | Path, mask_path: str | Path, label_set: LabelSet, size: int,
-                role: str) -> tuple[Face, list[str]]:
+def load_upload(
+    image_path: str | Path, mask_path: str | Path, label_set: LabelSet, size: int, role: str
+) -> tuple[Face, list[str]]:
     """An uploaded image + mask, validated by `scadm.io` and resized to the model's `size` (image
     bicubic, mask nearest, as `scadm edit` does); returns the face and notes for the user."""
     if not image_path or not mask_path:
@@ -131,16 +138,19 @@ def _check_upload(path: Path, what: str) -> tuple[int, int]:
     return w, h
 
 
-def missing_parts(settings: EditSettings, reference: Face | None, labels: np.ndarray,
-                  label_set: LabelSet) -> list[str]:
+def missing_parts(settings: EditSettings, reference: Face | None, labels: np.ndarray, label_set: LabelSet) -> list[str]:
     """Parts to be taken from a reference that has none of them, among those the rendered mask
     shows: the encoder's row for an absent class is a constant (tanh of its bias), not a style, so
     such a swap silently invents one."""
     if reference is None:
         return []
-    return [name for name, (source, _) in settings.edited_parts().items()
-            if source == "reference" and (labels == label_set.index(name)).any()
-            and not (reference.labels == label_set.index(name)).any()]
+    return [
+        name
+        for name, (source, _) in settings.edited_parts().items()
+        if source == "reference"
+        and (labels == label_set.index(name)).any()
+        and not (reference.labels == label_set.index(name)).any()
+    ]
 
 
 # ------------------------------------------------------------------ painting
@@ -173,8 +183,11 @@ def labels_from_strokes(layer: np.ndarray | None, labels: np.ndarray, label_set:
         raise InputError(f"paint layer: expected an RGBA picture, got shape {layer.shape}")
     h, w = labels.shape
     if layer.shape[:2] != (h, w) and (layer.shape[0] % h or layer.shape[1] % w):
-        layer = np.asarray(Image.fromarray(layer.astype(np.uint8), "RGBA").resize(
-            (w * display_scale(w), h * display_scale(h)), Image.Resampling.NEAREST))
+        layer = np.asarray(
+            Image.fromarray(layer.astype(np.uint8), "RGBA").resize(
+                (w * display_scale(w), h * display_scale(h)), Image.Resampling.NEAREST
+            )
+        )
     fy, fx = layer.shape[0] // h, layer.shape[1] // w
     palette = label_set.palette_array().astype(np.int32)
     rgb = layer[..., :3].astype(np.int32)
@@ -190,8 +203,14 @@ def labels_from_strokes(layer: np.ndarray | None, labels: np.ndarray, label_set:
 # ------------------------------------------------------------------ rendering and results
 
 
-def render(pipe, target: Face, reference: Face | None, labels: np.ndarray, settings: EditSettings,
-           progress: bool | Callable[[int, int], None] = False) -> np.ndarray:
+def render(
+    pipe,
+    target: Face,
+    reference: Face | None,
+    labels: np.ndarray,
+    settings: EditSettings,
+    progress: bool | Callable[[int, int], None] = False,
+) -> np.ndarray:
     """The edited face (H, W, 3) uint8: target and reference styles encoded under their own masks,
     rendered on `labels` (the target's mask, possibly repainted). `pipe` must already be in
     `settings.dtype`: casting fp32 -> bf16 -> fp32 in place would lose precision for good."""
@@ -208,13 +227,23 @@ def render(pipe, target: Face, reference: Face | None, labels: np.ndarray, setti
 def replay_command(model: str) -> str:
     """The `scadm edit` line that reproduces a bundle written by `write_bundle`, run inside it."""
     f = BUNDLE_FILES
-    return (f"scadm edit --model {model} --image {f['target']} --mask {f['target_mask']} "
-            f"--reference {f['reference']} --reference-mask {f['reference_mask']} "
-            f"--edited-mask {f['mask']} --settings {f['settings']} --out replay")
+    return (
+        f"scadm edit --model {model} --image {f['target']} --mask {f['target_mask']} "
+        f"--reference {f['reference']} --reference-mask {f['reference_mask']} "
+        f"--edited-mask {f['mask']} --settings {f['settings']} --out replay"
+    )
 
 
-def write_bundle(folder: Path, result: np.ndarray, target: Face, reference: Face | None, labels: np.ndarray,
-                 settings: EditSettings, label_set: LabelSet, model: str) -> dict[str, Path]:
+def write_bundle(
+    folder: Path,
+    result: np.ndarray,
+    target: Face,
+    reference: Face | None,
+    labels: np.ndarray,
+    settings: EditSettings,
+    label_set: LabelSet,
+    model: str,
+) -> dict[str, Path]:
     """Write the result, its inputs and settings.json (with the replay command) into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     reference = reference or target  # the CLI needs a reference; the settings may not use it

@@ -45,13 +45,13 @@ def psnr(images: torch.Tensor, reference: torch.Tensor) -> float:
     return (10 * torch.log10(1.0 / mse)).mean().item()
 
 
-def vq_loss(vqvae: VQModel, image: torch.Tensor, l1_weight: float, mse_weight: float,
-            codebook_weight: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def vq_loss(
+    vqvae: VQModel, image: torch.Tensor, l1_weight: float, mse_weight: float, codebook_weight: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """(weighted loss, its unweighted terms) for a batch of images in [-1, 1]."""
     out = vqvae(image)  # quantised decode; out.commit_loss: codebook + commitment (legacy weights)
     rec = out.sample.float()
-    terms = {"l1": (rec - image).abs().mean(), "mse": F.mse_loss(rec, image),
-             "commit": out.commit_loss.float().mean()}
+    terms = {"l1": (rec - image).abs().mean(), "mse": F.mse_loss(rec, image), "commit": out.commit_loss.float().mean()}
     loss = l1_weight * terms["l1"] + mse_weight * terms["mse"] + codebook_weight * terms["commit"]
     return loss, {k: v.detach() for k, v in terms.items()}
 
@@ -75,8 +75,7 @@ def init_codebook(vqvae: VQModel, images: torch.Tensor, generator: torch.Generat
 class VQTask(Task):
     name, export_name = "vq", FIRST_STAGE
 
-    def __init__(self, accelerator, config: Config, vqvae, holdout: tuple[torch.Tensor, torch.Tensor],
-                 out: Path):
+    def __init__(self, accelerator, config: Config, vqvae, holdout: tuple[torch.Tensor, torch.Tensor], out: Path):
         self.accelerator, self.cfg, self.out = accelerator, config.train_vq, Path(out)
         self.vqvae, self.holdout = vqvae, holdout
         self.models = {"vqvae": vqvae}
@@ -92,18 +91,27 @@ class VQTask(Task):
         latent = encode(vqvae, images)
         recon = decode(vqvae, latent).float()
         _, _, (_, _, codes) = vqvae.quantize(latent)
-        save_grid([list(images.cpu()), list(recon.clamp(-1, 1).cpu())],
-                  self.out / SAMPLES / f"vq_step_{step:07d}.png", row_labels=["held out", "reconstructed"],
-                  title=f"step {step}")
+        save_grid(
+            [list(images.cpu()), list(recon.clamp(-1, 1).cpu())],
+            self.out / SAMPLES / f"vq_step_{step:07d}.png",
+            row_labels=["held out", "reconstructed"],
+            title=f"step {step}",
+        )
         return {"eval/psnr": psnr(recon, images), "eval/codes_used": float(codes.unique().numel())}
 
     def export(self):
         replace_folder(self.out / FIRST_STAGE, self.accelerator.unwrap_model(self.vqvae).save_pretrained)
 
 
-def train_vq(config: Config | str | Path, out: str | Path, max_steps: int | None = None,
-             resume: str | Path | None = None, progress: bool = True, cpu: bool = False,
-             max_minutes: float | None = None) -> TrainResult:
+def train_vq(
+    config: Config | str | Path,
+    out: str | Path,
+    max_steps: int | None = None,
+    resume: str | Path | None = None,
+    progress: bool = True,
+    cpu: bool = False,
+    max_minutes: float | None = None,
+) -> TrainResult:
     """Train the VQ first stage as `config.train_vq` says into the run folder `out`.
 
     `resume`: None (fresh run), "auto" or a checkpoint folder; `max_steps` overrides
@@ -126,8 +134,13 @@ def train_vq(config: Config | str | Path, out: str | Path, max_steps: int | None
     if accelerator.is_main_process and start is None:
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
-    stream = BatchStream(train_set, cfg.batch_size or config.data.batch_size, cfg.seed,
-                         loader_workers(config.data), accelerator.process_index, accelerator.num_processes)
+    stream = BatchStream(
+        train_set,
+        cfg.batch_size or config.data.batch_size,
+        cfg.seed,
+        loader_workers(config.data),
+        accelerator.process_index,
+        accelerator.num_processes,
+    )
     task = VQTask(accelerator, config, vqvae, holdout_batch(holdout, config.data.holdout_num), out)
-    return fit(accelerator, task, optimizer, cfg, stream, out, max_steps or cfg.max_steps, start, progress,
-               max_minutes)
+    return fit(accelerator, task, optimizer, cfg, stream, out, max_steps or cfg.max_steps, start, progress, max_minutes)

@@ -60,8 +60,9 @@ def _write_text_atomic(path: Path, text: str) -> None:
     _fsync(path.parent)
 
 
-def save_checkpoint(run_dir: Path, step: int, tensors: dict[str, dict[str, torch.Tensor]],
-                    state: dict, keep: int) -> Path:
+def save_checkpoint(
+    run_dir: Path, step: int, tensors: dict[str, dict[str, torch.Tensor]], state: dict, keep: int
+) -> Path:
     """Write weights (`tensors`: file stem -> state dict) and `state` atomically; keep the newest
     `keep` checkpoints. Returns the checkpoint folder."""
     root = Path(run_dir) / CHECKPOINTS
@@ -79,8 +80,12 @@ def save_checkpoint(run_dir: Path, step: int, tensors: dict[str, dict[str, torch
     files[STATE_FILE] = tmp / STATE_FILE
     for path in files.values():
         _fsync(path)
-    manifest = {"format": FORMAT, "version": VERSION, "step": step,
-                "files": {name: path.stat().st_size for name, path in files.items()}}
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "step": step,
+        "files": {name: path.stat().st_size for name, path in files.items()},
+    }
     _write_text_atomic(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     if final.exists():  # the same step written again (a resumed run that stopped right here)
         _discard(final)
@@ -112,8 +117,11 @@ def remove_leftovers(root: Path) -> None:
 
 def complete_checkpoints(root: Path) -> list[Path]:
     """Renamed-into-place checkpoint folders (those with a manifest), oldest first."""
-    steps = {p: int(m.group(1)) for p in (Path(root).iterdir() if Path(root).is_dir() else ())
-             if p.is_dir() and (m := _NAME.match(p.name)) and (p / MANIFEST).is_file()}
+    steps = {
+        p: int(m.group(1))
+        for p in (Path(root).iterdir() if Path(root).is_dir() else ())
+        if p.is_dir() and (m := _NAME.match(p.name)) and (p / MANIFEST).is_file()
+    }
     return sorted(steps, key=steps.__getitem__)
 
 
@@ -128,8 +136,12 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     pointer = root / LATEST
     named = pointer.read_text().strip() if pointer.is_file() else ""
     # zero-padded names sort by step
-    if named and _NAME.match(named) and (root / named / MANIFEST).is_file() and (
-            not complete or complete[-1].name <= named):
+    if (
+        named
+        and _NAME.match(named)
+        and (root / named / MANIFEST).is_file()
+        and (not complete or complete[-1].name <= named)
+    ):
         return root / named
     return complete[-1] if complete else None
 
@@ -152,8 +164,10 @@ def verify_checkpoint(folder: Path) -> dict:
         if not path.is_file():
             raise CheckpointError(f"{path}: missing; the checkpoint is incomplete, resume from an older one")
         if path.stat().st_size != size:
-            raise CheckpointError(f"{path}: {path.stat().st_size} bytes, but the manifest says {size} "
-                                  "(truncated or modified); resume from an older checkpoint")
+            raise CheckpointError(
+                f"{path}: {path.stat().st_size} bytes, but the manifest says {size} "
+                "(truncated or modified); resume from an older checkpoint"
+            )
     return manifest
 
 

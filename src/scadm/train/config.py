@@ -260,12 +260,14 @@ def _describe(kind) -> str:
 
 def _constructor_args(fn, given: dict, what: str, source: str) -> dict:
     """`given` merged over `fn`'s defaults; unknown keys are refused."""
-    params = {k: p.default for k, p in inspect.signature(fn).parameters.items()
-              if k != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD}
+    params = {
+        k: p.default
+        for k, p in inspect.signature(fn).parameters.items()
+        if k != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD
+    }
     for key in given:
         if key not in params:
-            raise InputError(f"{source}: unknown key 'model.{what}.{key}' "
-                             f"(allowed: {', '.join(sorted(params))})")
+            raise InputError(f"{source}: unknown key 'model.{what}.{key}' (allowed: {', '.join(sorted(params))})")
     return {**params, **given}
 
 
@@ -282,44 +284,60 @@ def check_config(config: Config, source: str = "<config>") -> None:
     for name in ("size", "batch_size", "holdout_num"):
         need(getattr(d, name) >= 1, f"data.{name} must be >= 1, got {getattr(d, name)}")
     need(d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers}")
-    need(d.kind != "synthetic" or d.holdout_seed != d.seed,
-         "data.holdout_seed must differ from data.seed, or the held-out faces are training faces")
+    need(
+        d.kind != "synthetic" or d.holdout_seed != d.seed,
+        "data.holdout_seed must differ from data.seed, or the held-out faces are training faces",
+    )
     for section in ("train", "train_vq"):
         t = getattr(config, section)
         need(t.lr > 0, f"{section}.lr must be > 0, got {t.lr}")
-        need(t.mixed_precision in MIXED_PRECISION,
-             f"{section}.mixed_precision must be one of {MIXED_PRECISION}, got {t.mixed_precision!r}")
-        for name in ("grad_accum", "max_steps", "checkpoint_every", "keep_checkpoints", "sample_every",
-                     "log_every"):
+        need(
+            t.mixed_precision in MIXED_PRECISION,
+            f"{section}.mixed_precision must be one of {MIXED_PRECISION}, got {t.mixed_precision!r}",
+        )
+        for name in ("grad_accum", "max_steps", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every"):
             need(getattr(t, name) >= 1, f"{section}.{name} must be >= 1, got {getattr(t, name)}")
         need(t.batch_size is None or t.batch_size >= 1, f"{section}.batch_size must be >= 1 or null")
         need(t.warmup_steps >= 0 and t.seed >= 0, f"{section}.warmup_steps and seed must be >= 0")
     t = config.train
-    need(not (t.cache_latents and d.kind == "folder" and d.flip),
-         "train.cache_latents needs data.flip false (a flipped image has another latent)")
+    need(
+        not (t.cache_latents and d.kind == "folder" and d.flip),
+        "train.cache_latents needs data.flip false (a flipped image has another latent)",
+    )
     need(0.0 <= t.style_dropout <= 1.0, f"train.style_dropout must be in [0, 1], got {t.style_dropout}")
     need(t.ema_decay is None or 0.0 < t.ema_decay < 1.0, "train.ema_decay must be in (0, 1) or null")
-    need(t.unconditional in UNCONDITIONAL_INPUTS,
-         f"train.unconditional must be one of {UNCONDITIONAL_INPUTS}, got {t.unconditional!r}")
-    need(t.prediction_type in PREDICTION_TYPES,
-         f"train.prediction_type must be one of {PREDICTION_TYPES}, got {t.prediction_type!r}")
+    need(
+        t.unconditional in UNCONDITIONAL_INPUTS,
+        f"train.unconditional must be one of {UNCONDITIONAL_INPUTS}, got {t.unconditional!r}",
+    )
+    need(
+        t.prediction_type in PREDICTION_TYPES,
+        f"train.prediction_type must be one of {PREDICTION_TYPES}, got {t.prediction_type!r}",
+    )
 
     unet = _constructor_args(SCADMUNet.__init__, m.unet, "unet", source)
     style = _constructor_args(StyleEncoder.__init__, m.style_encoder, "style_encoder", source)
     vq = {**VQ_F4_CONFIG, **m.vqvae}
     _constructor_args(VQModel.__init__, m.vqvae, "vqvae", source)
-    need(unet["num_classes"] == style["num_classes"],
-         f"model.unet.num_classes ({unet['num_classes']}) != model.style_encoder.num_classes "
-         f"({style['num_classes']})")
+    need(
+        unet["num_classes"] == style["num_classes"],
+        f"model.unet.num_classes ({unet['num_classes']}) != model.style_encoder.num_classes ({style['num_classes']})",
+    )
     context = style["num_upsample"] * style["style_dim"]
-    need(unet["context_dim"] == context,
-         f"model.unet.context_dim must be num_upsample * style_dim = {context}, got {unet['context_dim']}")
-    need(unet["in_channels"] == unet["out_channels"] == vq["latent_channels"],
-         f"model.unet.in_channels/out_channels must equal model.vqvae.latent_channels ({vq['latent_channels']})")
+    need(
+        unet["context_dim"] == context,
+        f"model.unet.context_dim must be num_upsample * style_dim = {context}, got {unet['context_dim']}",
+    )
+    need(
+        unet["in_channels"] == unet["out_channels"] == vq["latent_channels"],
+        f"model.unet.in_channels/out_channels must equal model.vqvae.latent_channels ({vq['latent_channels']})",
+    )
     f = 2 ** (len(vq["block_out_channels"]) - 1) * 2 ** (len(unet["channel_mult"]) - 1)
     need(d.size % f == 0, f"data.size {d.size} must be a multiple of {f} (VQ and UNet downsampling)")
-    need(d.size % 2 ** style["num_downsample"] == 0,
-         f"data.size {d.size} must be a multiple of 2**model.style_encoder.num_downsample")
+    need(
+        d.size % 2 ** style["num_downsample"] == 0,
+        f"data.size {d.size} must be a multiple of 2**model.style_encoder.num_downsample",
+    )
 
 
 # ---------------------------------------------------------------- building
@@ -343,8 +361,10 @@ def save_config(config: Config, path: Path) -> None:
 
 # Settings a resumed run may change: when it stops, how often it reports, how faces are rendered.
 RESUMABLE_KEYS = {"data.num_workers", "train.max_steps", "train_vq.max_steps"} | {
-    f"{section}.{key}" for section in ("train", "train_vq")
-    for key in ("checkpoint_every", "keep_checkpoints", "sample_every", "log_every")}
+    f"{section}.{key}"
+    for section in ("train", "train_vq")
+    for key in ("checkpoint_every", "keep_checkpoints", "sample_every", "log_every")
+}
 
 
 def check_resume_config(config: Config, run: Path, sections: tuple[str, ...]) -> None:
@@ -357,14 +377,20 @@ def check_resume_config(config: Config, run: Path, sections: tuple[str, ...]) ->
     raw = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
     raw["data"] = _own_kind_keys(raw.get("data") or {})  # older runs saved every kind's keys
     saved, given = _flatten(config_from_dict(raw, str(saved_path)).to_dict()), _flatten(config.to_dict())
-    changed = sorted(k for k in saved.keys() | given.keys()
-                     if saved.get(k) != given.get(k) and k not in RESUMABLE_KEYS
-                     and k.startswith(tuple(f"{section}." for section in sections)))
+    changed = sorted(
+        k
+        for k in saved.keys() | given.keys()
+        if saved.get(k) != given.get(k)
+        and k not in RESUMABLE_KEYS
+        and k.startswith(tuple(f"{section}." for section in sections))
+    )
     if changed:
         shown = ", ".join(f"{k}: {saved.get(k)!r} -> {given.get(k)!r}" for k in changed[:4])
         more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
-        raise InputError(f"--resume: the config differs from the run's {saved_path} ({shown}{more}); "
-                         f"resume with that file (or the same --set options) as CONFIG")
+        raise InputError(
+            f"--resume: the config differs from the run's {saved_path} ({shown}{more}); "
+            f"resume with that file (or the same --set options) as CONFIG"
+        )
 
 
 def _flatten(raw: dict, prefix: str = "") -> dict:

@@ -124,7 +124,7 @@ class ShardedBatches(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         order, b = self.order_of.order(self.epoch), self.batch_size
         for p in range(self.start, len(order) - self.per_step + 1, self.per_step):
-            yield order[p + self.rank * b: p + (self.rank + 1) * b]
+            yield order[p + self.rank * b : p + (self.rank + 1) * b]
 
     def __len__(self) -> int:
         return (self.order_of.n - self.start) // self.per_step
@@ -133,14 +133,20 @@ class ShardedBatches(Sampler[list[int]]):
 class BatchStream:
     """An endless stream of this rank's batches; `state()` / `load_state()` position it exactly."""
 
-    def __init__(self, dataset: Dataset, batch_size: int, seed: int, num_workers: int,
-                 rank: int = 0, world: int = 1):
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int, num_workers: int, rank: int = 0, world: int = 1):
         if num_items(dataset) < batch_size * world:
-            raise InputError(f"data: {num_items(dataset)} training items, fewer than one step's "
-                             f"batch_size x processes = {batch_size * world}")
+            raise InputError(
+                f"data: {num_items(dataset)} training items, fewer than one step's "
+                f"batch_size x processes = {batch_size * world}"
+            )
         self.batches = ShardedBatches(num_items(dataset), batch_size, seed, rank, world)
-        self.loader = DataLoader(dataset, batch_sampler=self.batches, num_workers=num_workers,
-                                 pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0)
+        self.loader = DataLoader(
+            dataset,
+            batch_sampler=self.batches,
+            num_workers=num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=num_workers > 0,
+        )
         self.epoch, self.position = 0, 0
         self._iter: Iterator[dict] | None = None
 

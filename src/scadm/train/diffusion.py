@@ -62,8 +62,16 @@ def drop_style_images(image: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
     return torch.where(drop[:, None, None, None], torch.zeros_like(image), image)
 
 
-def diffusion_loss(unet, style_encoder, schedule: NoiseSchedule, z0: torch.Tensor, image: torch.Tensor,
-                   mask: torch.Tensor, generator: torch.Generator, style_dropout: float) -> torch.Tensor:
+def diffusion_loss(
+    unet,
+    style_encoder,
+    schedule: NoiseSchedule,
+    z0: torch.Tensor,
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    generator: torch.Generator,
+    style_dropout: float,
+) -> torch.Tensor:
     """Eq. 2 for one batch: latent z0 (B,c,h,w) of image (B,3,H,W) in [-1,1], one-hot mask (B,C,H,W).
 
     t, eps and the dropped rows are drawn from `generator` (CPU) in that order, so a step's
@@ -96,7 +104,7 @@ class LatentCache:
     def __call__(self, keys: list, image: torch.Tensor) -> torch.Tensor:
         for i, key in enumerate(keys):
             if key not in self.latents:
-                self.latents[key] = encode(self.vqvae, image[i: i + 1]).float()
+                self.latents[key] = encode(self.vqvae, image[i : i + 1]).float()
         return torch.cat([self.latents[key] for key in keys])
 
     @torch.no_grad()
@@ -132,8 +140,9 @@ class UNetEMA:
         self.num_updates += 1
         params = dict(model.named_parameters())
         shadows = list(self.shadow.values())
-        torch._foreach_sub_(shadows, torch._foreach_sub(shadows, [params[n] for n in self.shadow]),
-                            alpha=1.0 - self.current_decay())
+        torch._foreach_sub_(
+            shadows, torch._foreach_sub(shadows, [params[n] for n in self.shadow]), alpha=1.0 - self.current_decay()
+        )
 
     def state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         """`model`'s state dict with the shadows in place of its parameters."""
@@ -146,20 +155,34 @@ def load_first_stage(path: str | Path) -> VQModel:
     for folder in (path / FIRST_STAGE, path):
         if (folder / "config.json").is_file():
             return load_network(VQModel, folder, "VQ first stage")
-    raise InputError(f"--vq {path}: no VQ model here (expected a `scadm train-vq` run folder, a "
-                     "pipeline folder with vqvae/, or a folder with a VQModel config.json)")
+    raise InputError(
+        f"--vq {path}: no VQ model here (expected a `scadm train-vq` run folder, a "
+        "pipeline folder with vqvae/, or a folder with a VQModel config.json)"
+    )
 
 
 class DiffusionTask(Task):
     name, export_name = "diffusion", PIPELINE
 
-    def __init__(self, accelerator, config: Config, unet, style_encoder, vqvae: VQModel,
-                 label_set: LabelSet, holdout: tuple[torch.Tensor, torch.Tensor], out: Path):
+    def __init__(
+        self,
+        accelerator,
+        config: Config,
+        unet,
+        style_encoder,
+        vqvae: VQModel,
+        label_set: LabelSet,
+        holdout: tuple[torch.Tensor, torch.Tensor],
+        out: Path,
+    ):
         self.accelerator, self.config, self.cfg, self.out = accelerator, config, config.train, Path(out)
         self.unet, self.style_encoder, self.vqvae = unet, style_encoder, vqvae
         self.models = {"unet": unet, "style_encoder": style_encoder}
-        self.label_set, self.holdout, self.schedule = (label_set, holdout,
-                                                         NoiseSchedule(prediction_type=self.cfg.prediction_type))
+        self.label_set, self.holdout, self.schedule = (
+            label_set,
+            holdout,
+            NoiseSchedule(prediction_type=self.cfg.prediction_type),
+        )
         self.latent_cache = LatentCache(vqvae) if self.cfg.cache_latents else None
         decay = self.cfg.ema_decay
         self.ema = UNetEMA(accelerator.unwrap_model(unet), decay) if decay is not None else None
@@ -173,8 +196,9 @@ class DiffusionTask(Task):
         else:
             with torch.no_grad():
                 z0 = encode(self.vqvae, image).float()  # (B, 3, H/f, W/f), not quantised (LDM)
-        loss = diffusion_loss(self.unet, self.style_encoder, self.schedule, z0, image, mask, generator,
-                              self.cfg.style_dropout)
+        loss = diffusion_loss(
+            self.unet, self.style_encoder, self.schedule, z0, image, mask, generator, self.cfg.style_dropout
+        )
         return loss, {}
 
     def after_step(self):
@@ -205,8 +229,15 @@ class DiffusionTask(Task):
         style = self.accelerator.unwrap_model(self.style_encoder)
         style_copy = type(style).from_config(style.config).to(device)
         style_copy.load_state_dict(style.state_dict())
-        return SCADMPipeline(unet_copy, style_copy, self.vqvae, self.schedule, self.label_set,
-                             image_size=self.config.data.size, unconditional=self.cfg.unconditional)
+        return SCADMPipeline(
+            unet_copy,
+            style_copy,
+            self.vqvae,
+            self.schedule,
+            self.label_set,
+            image_size=self.config.data.size,
+            unconditional=self.cfg.unconditional,
+        )
 
     def export(self):
         replace_folder(self.out / PIPELINE, self.pipeline(ema=True).save_pretrained)
@@ -217,22 +248,33 @@ class DiffusionTask(Task):
         """Held-out masks rendered with their own style (reconstruction) and a random style."""
         pipe = self.pipeline(ema=True)
         images, labels = self.holdout
-        kwargs = dict(num_inference_steps=self.cfg.sample_steps, guidance_scale=self.cfg.sample_guidance,
-                      seed=SAMPLE_SEED)
+        kwargs = dict(
+            num_inference_steps=self.cfg.sample_steps, guidance_scale=self.cfg.sample_guidance, seed=SAMPLE_SEED
+        )
         recon = pipe(labels, pipe.encode_style(images, labels), **kwargs).cpu()
         random = pipe(labels, pipe.blank_style(labels), **kwargs).cpu()
-        save_grid([list(images), list(labels), list(recon), list(random)],
-                  self.out / SAMPLES / f"step_{step:07d}.png",
-                  row_labels=["source", "mask", "own style", "random style"],
-                  title=f"step {step}: {'EMA' if self.ema else 'raw'} UNet, DDIM {self.cfg.sample_steps}, "
-                        f"g={self.cfg.sample_guidance:g}", label_set=self.label_set)
+        save_grid(
+            [list(images), list(labels), list(recon), list(random)],
+            self.out / SAMPLES / f"step_{step:07d}.png",
+            row_labels=["source", "mask", "own style", "random style"],
+            title=f"step {step}: {'EMA' if self.ema else 'raw'} UNet, DDIM {self.cfg.sample_steps}, "
+            f"g={self.cfg.sample_guidance:g}",
+            label_set=self.label_set,
+        )
         return {"eval/reconstruction_psnr": psnr(recon, images)}
 
 
-def train_diffusion(config: Config | str | Path, out: str | Path, vq: str | Path | None = None,
-                    max_steps: int | None = None, resume: str | Path | None = None,
-                    progress: bool = True, cpu: bool = False, max_minutes: float | None = None,
-                    init: str | Path | None = None) -> TrainResult:
+def train_diffusion(
+    config: Config | str | Path,
+    out: str | Path,
+    vq: str | Path | None = None,
+    max_steps: int | None = None,
+    resume: str | Path | None = None,
+    progress: bool = True,
+    cpu: bool = False,
+    max_minutes: float | None = None,
+    init: str | Path | None = None,
+) -> TrainResult:
     """Train SCA-DM as `config` says into the run folder `out` (see the module docstring).
 
     `vq`: the frozen first stage (run folder of `train_vq`, pipeline or VQModel folder); on resume
@@ -249,8 +291,10 @@ def train_diffusion(config: Config | str | Path, out: str | Path, vq: str | Path
         check_resume_config(config, out, ("data", "model", "train"))
     if vq is None:
         if start is None:
-            raise InputError("--vq: a fresh run needs a first stage (a `scadm train-vq` run folder or a "
-                             "pipeline folder from `scadm convert`)")
+            raise InputError(
+                "--vq: a fresh run needs a first stage (a `scadm train-vq` run folder or a "
+                "pipeline folder from `scadm convert`)"
+            )
         vq = out / FIRST_STAGE
     vqvae = load_first_stage(vq)
     train_set, holdout, label_set = build_datasets(config.data)
@@ -260,8 +304,12 @@ def train_diffusion(config: Config | str | Path, out: str | Path, vq: str | Path
     if init is not None and start is None:
         _init_from_pipeline(unet, style_encoder, Path(init))
 
-    optimizer = torch.optim.AdamW(list(unet.parameters()) + list(style_encoder.parameters()), lr=cfg.lr,
-                                  betas=cfg.betas, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(
+        list(unet.parameters()) + list(style_encoder.parameters()),
+        lr=cfg.lr,
+        betas=cfg.betas,
+        weight_decay=cfg.weight_decay,
+    )
     unet, style_encoder, optimizer = accelerator.prepare(unet, style_encoder, optimizer)
     vqvae.to(accelerator.device).eval().requires_grad_(False)
     if start is None and cfg.scale_by_std:  # every rank computes the same value from the same images
@@ -275,14 +323,20 @@ def train_diffusion(config: Config | str | Path, out: str | Path, vq: str | Path
             (out / "init.json").write_text(json.dumps({"init": str(init)}) + "\n")
     accelerator.wait_for_everyone()
 
-    stream = BatchStream(train_set, cfg.batch_size or config.data.batch_size, cfg.seed,
-                         loader_workers(config.data), accelerator.process_index, accelerator.num_processes)
-    task = DiffusionTask(accelerator, config, unet, style_encoder, vqvae, label_set,
-                         holdout_batch(holdout, config.data.holdout_num), out)
+    stream = BatchStream(
+        train_set,
+        cfg.batch_size or config.data.batch_size,
+        cfg.seed,
+        loader_workers(config.data),
+        accelerator.process_index,
+        accelerator.num_processes,
+    )
+    task = DiffusionTask(
+        accelerator, config, unet, style_encoder, vqvae, label_set, holdout_batch(holdout, config.data.holdout_num), out
+    )
     if task.latent_cache is not None and isinstance(train_set, CachedDataset) and train_set.filled:
         task.latent_cache.fill(train_set, accelerator.device, progress and accelerator.is_local_main_process)
-    return fit(accelerator, task, optimizer, cfg, stream, out, max_steps or cfg.max_steps, start, progress,
-               max_minutes)
+    return fit(accelerator, task, optimizer, cfg, stream, out, max_steps or cfg.max_steps, start, progress, max_minutes)
 
 
 def _item_keys(batch: dict) -> list:
@@ -303,17 +357,22 @@ def _init_from_pipeline(unet, style_encoder, folder: Path) -> None:
             raise CheckpointError(f"--init {folder}: its {name} does not match the config ({first})") from None
     order = pipe.style_encoder.config.class_order
     if order != style_encoder.config.class_order:  # same weights, other classes: a silent mix-up
-        raise CheckpointError(f"--init {folder}: its style encoder reads the classes in the order {order} "
-                              f"(style_encoder/config.json); set model.style_encoder.class_order to it")
+        raise CheckpointError(
+            f"--init {folder}: its style encoder reads the classes in the order {order} "
+            f"(style_encoder/config.json); set model.style_encoder.class_order to it"
+        )
 
 
 def _check_compatible(config: Config, unet, vqvae: VQModel, label_set: LabelSet, source) -> None:
     if vqvae.config["latent_channels"] != unet.config.in_channels:
-        raise InputError(f"--vq {source}: latent_channels {vqvae.config['latent_channels']} != "
-                         f"model.unet.in_channels {unet.config.in_channels}")
+        raise InputError(
+            f"--vq {source}: latent_channels {vqvae.config['latent_channels']} != "
+            f"model.unet.in_channels {unet.config.in_channels}"
+        )
     f = downsampling_factor(vqvae) * 2 ** (len(unet.config.channel_mult) - 1)
     if config.data.size % f:
         raise InputError(f"--vq {source}: data.size {config.data.size} is not a multiple of {f}")
     if label_set.num_classes != unet.config.num_classes:
-        raise InputError(f"the data has {label_set.num_classes} classes, model.unet.num_classes is "
-                         f"{unet.config.num_classes}")
+        raise InputError(
+            f"the data has {label_set.num_classes} classes, model.unet.num_classes is {unet.config.num_classes}"
+        )

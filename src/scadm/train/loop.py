@@ -40,8 +40,9 @@ def step_seed(seed: int, step: int, micro: int, rank: int, purpose: int = 0) -> 
     return int(state[0] >> 1)
 
 
-def make_accelerator(cfg: OptimConfig, out: Path, cpu: bool = False,
-                     find_unused_parameters: bool = False) -> Accelerator:
+def make_accelerator(
+    cfg: OptimConfig, out: Path, cpu: bool = False, find_unused_parameters: bool = False
+) -> Accelerator:
     """An Accelerator for one run: precision and accumulation from `cfg`, TensorBoard under
     out/logs. `find_unused_parameters` is needed under DDP when some parameters get no gradient."""
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused_parameters else []
@@ -108,17 +109,28 @@ def resolve_resume(out: Path, resume: str | Path | None) -> Path | None:
     root = Path(out) / ckpt.CHECKPOINTS
     if resume is None:
         if ckpt.complete_checkpoints(root):
-            raise InputError(f"--out {out}: holds checkpoints of an earlier run; pass --resume auto to "
-                             "continue it, or choose another folder")
+            raise InputError(
+                f"--out {out}: holds checkpoints of an earlier run; pass --resume auto to "
+                "continue it, or choose another folder"
+            )
         return None
     if str(resume) == AUTO:
         return ckpt.latest_checkpoint(out)
     return Path(resume)
 
 
-def fit(accelerator: Accelerator, task: Task, optimizer, cfg: OptimConfig, stream: BatchStream,
-        out: Path, max_steps: int, start: Path | None, progress: bool = True,
-        max_minutes: float | None = None) -> TrainResult:
+def fit(
+    accelerator: Accelerator,
+    task: Task,
+    optimizer,
+    cfg: OptimConfig,
+    stream: BatchStream,
+    out: Path,
+    max_steps: int,
+    start: Path | None,
+    progress: bool = True,
+    max_minutes: float | None = None,
+) -> TrainResult:
     """Train `task` to `max_steps` optimizer steps from checkpoint `start` (None: from scratch;
     see `resolve_resume`), checkpointing and exporting every `cfg.checkpoint_every` steps and at
     the end. `max_minutes` ends this invocation early, at the first logging step after that much
@@ -132,8 +144,13 @@ def fit(accelerator: Accelerator, task: Task, optimizer, cfg: OptimConfig, strea
     accelerator.init_trackers(task.name)
     rank = accelerator.process_index
     params = [p for m in task.models.values() for p in m.parameters() if p.requires_grad]
-    bar = tqdm(total=max_steps, initial=step, desc=task.name, dynamic_ncols=True,
-               disable=not (progress and accelerator.is_local_main_process))
+    bar = tqdm(
+        total=max_steps,
+        initial=step,
+        desc=task.name,
+        dynamic_ncols=True,
+        disable=not (progress and accelerator.is_local_main_process),
+    )
     metrics: dict[str, float] = {}
     window, tick, began = [], time.perf_counter(), time.perf_counter()
     trained = False
@@ -165,9 +182,12 @@ def fit(accelerator: Accelerator, task: Task, optimizer, cfg: OptimConfig, strea
             means = accelerator.reduce(local, "mean").tolist()  # over ranks
             now = time.perf_counter()
             steps_per_s = len(window) / cfg.grad_accum / (now - tick)
-            metrics = {**dict(zip(names, means, strict=True)), "lr": float(scheduler.get_last_lr()[0]),
-                       "steps_per_s": steps_per_s,
-                       "images_per_s": steps_per_s * cfg.grad_accum * stream.batches.per_step}
+            metrics = {
+                **dict(zip(names, means, strict=True)),
+                "lr": float(scheduler.get_last_lr()[0]),
+                "steps_per_s": steps_per_s,
+                "images_per_s": steps_per_s * cfg.grad_accum * stream.batches.per_step,
+            }
             accelerator.log(metrics, step=step)
             bar.set_postfix(loss=f"{metrics['loss']:.4f}")
             window, tick = [], now
@@ -186,8 +206,14 @@ def fit(accelerator: Accelerator, task: Task, optimizer, cfg: OptimConfig, strea
         task.export()  # resumed at max_steps: nothing to train, but the model folder must exist
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return TrainResult(out=out, step=step, export=out / task.export_name, metrics=metrics,
-                       resumed_from=start, train_seconds=elapsed() if trained else train_seconds)
+    return TrainResult(
+        out=out,
+        step=step,
+        export=out / task.export_name,
+        metrics=metrics,
+        resumed_from=start,
+        train_seconds=elapsed() if trained else train_seconds,
+    )
 
 
 def _out_of_time(accelerator: Accelerator, began: float, max_minutes: float) -> bool:
@@ -221,9 +247,13 @@ def _save(accelerator, task, optimizer, scheduler, stream, out, step, seconds, c
         }
         ckpt.save_checkpoint(out, step, tensors, state, cfg.keep_checkpoints)
         task.export()
-        summary = {"step": step, "train_seconds": round(seconds, 1), "export": task.export_name,
-                   "samples_seen": step * cfg.grad_accum * stream.batches.per_step,
-                   "world_size": accelerator.num_processes}
+        summary = {
+            "step": step,
+            "train_seconds": round(seconds, 1),
+            "export": task.export_name,
+            "samples_seen": step * cfg.grad_accum * stream.batches.per_step,
+            "world_size": accelerator.num_processes,
+        }
         (Path(out) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     accelerator.wait_for_everyone()
 
@@ -245,7 +275,10 @@ def _load(accelerator, task, optimizer, scheduler, stream, folder: Path) -> tupl
     stream.load_state(state["data"])
     task.load_extra(tensors, state["task"])
     if state["world_size"] != accelerator.num_processes:
-        warnings.warn(f"{folder}: written by {state['world_size']} processes, resumed on "
-                      f"{accelerator.num_processes}: the effective batch changes and the run will not "
-                      "repeat the original exactly", stacklevel=2)
+        warnings.warn(
+            f"{folder}: written by {state['world_size']} processes, resumed on "
+            f"{accelerator.num_processes}: the effective batch changes and the run will not "
+            "repeat the original exactly",
+            stacklevel=2,
+        )
     return int(state["step"]), float(state["train_seconds"])
