@@ -19,27 +19,13 @@ import json
 import platform
 import statistics
 import sys
-import time
 import traceback
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks import setups
-
-
-def timed(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize(device)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize(device)
-        return start.elapsed_time(end) / 1000
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+from scadm.evaluate.timing import timed
 
 
 def matmul_tflops(device: torch.device, n: int, repeats: int) -> float:

@@ -14,27 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-CLASS_NAMES = (
-    "bg",
-    "skin",
-    "nose",
-    "eye_g",
-    "l_eye",
-    "r_eye",
-    "l_brow",
-    "r_brow",
-    "l_ear",
-    "r_ear",
-    "mouth",
-    "u_lip",
-    "l_lip",
-    "hair",
-    "hat",
-    "ear_r",
-    "neck_l",
-    "neck",
-    "cloth",
-)  # CelebAMask-HQ order: index = label value
+from scadm.labels import CELEBAMASK_HQ
+
+CLASS_NAMES = CELEBAMASK_HQ.names  # index = label value
 CLS = {name: k for k, name in enumerate(CLASS_NAMES)}
 
 Inside = Callable[[np.ndarray, np.ndarray], np.ndarray]
