@@ -12,11 +12,18 @@ import numpy as np
 from scadm.data.synthetic import swap_parts
 from scadm.evaluate.context import Evaluation
 from scadm.evaluate.data import reference_index
-from scadm.evaluate.paper import against_target, before_swap, locality, modes, partial_swaps, reconstructions
+from scadm.evaluate.paper import (
+    LOCALITY_COLUMNS,
+    against_target,
+    before_swap,
+    locality,
+    modes,
+    partial_swaps,
+    reconstructions,
+)
 from scadm.evaluate.report import ProtocolResult, Table, line_plot
 from scadm.figures import save_grid
 
-FIELDS = ("inside", "leakage", "outside_target", "inside_truth", "transfer", "gt_transfer", "gt_leakage")
 DIFF_GAIN = 4  # |result - reconstruction| x 4 in the difference maps, so small leaks are visible
 
 
@@ -51,7 +58,8 @@ def run_disentanglement(ev: Evaluation, figures: Path) -> ProtocolResult:
                         }
                     )
                     table_rows.append(
-                        [model.name, set_name, mode, rs.steps, rs.guidance, loc["count"]] + [loc[f] for f in FIELDS]
+                        [model.name, set_name, mode, rs.steps, rs.guidance, loc["count"]]
+                        + [loc[f] for f in LOCALITY_COLUMNS]
                     )
     figs = _plots(ev, rows, figures)
     figs.append(_grid(ev, figures))
@@ -64,13 +72,7 @@ def run_disentanglement(ev: Evaluation, figures: Path) -> ProtocolResult:
             "steps",
             "g",
             "faces",
-            "inside (0-1)",
-            "leakage (0-1) ↓",
-            "outside vs target (0-1) ↓",
-            "inside vs truth (0-1) ↓",
-            "transfer ↑",
-            "GT transfer ↑",
-            "GT leakage ↓",
+            *LOCALITY_COLUMNS.values(),
         ],
         table_rows,
         "inside / leakage: mean |swap - reconstruction| inside / outside the parts (same seed and "
@@ -102,7 +104,7 @@ def _comparison(ev: Evaluation, rows: list[dict]) -> Table:
     at = [r for r in rows if r["steps"] == rs.steps and r["guidance"] == rs.guidance] or rows
     steps, g = at[0]["steps"], at[0]["guidance"]
     body = [
-        [r["parts"], r["model"], r["mode"]] + [r[f] for f in FIELDS]
+        [r["parts"], r["model"], r["mode"]] + [r[f] for f in LOCALITY_COLUMNS]
         for r in at
         if r["steps"] == steps and r["guidance"] == g
     ]
@@ -113,13 +115,7 @@ def _comparison(ev: Evaluation, rows: list[dict]) -> Table:
             "parts",
             "model",
             "mode",
-            "inside (0-1)",
-            "leakage (0-1) ↓",
-            "outside vs target (0-1) ↓",
-            "inside vs truth (0-1) ↓",
-            "transfer ↑",
-            "GT transfer ↑",
-            "GT leakage ↓",
+            *LOCALITY_COLUMNS.values(),
         ],
         body,
     )

@@ -103,6 +103,18 @@ def quality(ev: Evaluation, images: np.ndarray, key: dict) -> dict:
     }
 
 
+#: the locality numbers of a partial swap (`locality` + `against_target`) and their column headings
+LOCALITY_COLUMNS = {
+    "inside": "inside (0-1)",
+    "leakage": "leakage (0-1) ↓",
+    "outside_target": "outside vs target (0-1) ↓",
+    "inside_truth": "inside vs truth (0-1) ↓",
+    "transfer": "transfer ↑",
+    "gt_transfer": "GT transfer ↑",
+    "gt_leakage": "GT leakage ↓",
+}
+
+
 def locality(ev: Evaluation, result: np.ndarray, recon: np.ndarray, parts: list[int]) -> dict:
     """Mean `swap_locality` over the faces that show at least one of `parts`."""
     names, n, items = ev.label_set.names, len(ev.faces), []
@@ -254,13 +266,7 @@ def run_partial_swap(ev: Evaluation, figures: Path) -> ProtocolResult:
                         r["count"],
                         r["fid"],
                         r["miou"],
-                        r["inside"],
-                        r["leakage"],
-                        r["outside_target"],
-                        r["inside_truth"],
-                        r["transfer"],
-                        r["gt_transfer"],
-                        r["gt_leakage"],
+                        *(r[f] for f in LOCALITY_COLUMNS),
                     ]
                 )
                 grid.append(list(images[:GRID_FACES]))
@@ -280,13 +286,7 @@ def run_partial_swap(ev: Evaluation, figures: Path) -> ProtocolResult:
             "faces",
             "FID ↓",
             "mIoU % ↑",
-            "inside (0-1)",
-            "leakage (0-1) ↓",
-            "outside vs target (0-1) ↓",
-            "inside vs truth (0-1) ↓",
-            "transfer ↑",
-            "GT transfer ↑",
-            "GT leakage ↓",
+            *LOCALITY_COLUMNS.values(),
         ],
         table_rows,
         _notes(ev) + " Inside / leakage: mean change inside / outside the swapped parts vs "
