@@ -279,3 +279,27 @@ def test_init_starts_a_fresh_run_from_a_pipelines_weights(tmp_path):
             cpu=True,
             init=tmp_path / "relabelled",
         )
+
+
+def test_vq_init_fine_tunes_a_first_stage_and_refuses_another_shape(tmp_path, capsys):
+    from scadm.errors import CheckpointError
+    from scadm.train import train_vq
+
+    config = load_config(TINY)
+    first = train_vq(config, tmp_path / "vq", max_steps=2, progress=False, cpu=True)
+    parser = argparse.ArgumentParser()
+    add_train_commands(parser.add_subparsers(dest="command"))
+    argv = ["train-vq", str(TINY), "--out", str(tmp_path / "b"), "--cpu", "--no-progress", "--max-steps", "1"]
+    args = parser.parse_args([*argv, "--init", str(first.out), "--set", "train_vq.lr=1e-12"])
+    args.overrides.append("train_vq.weight_decay=0")
+    assert args.func(args) == 0
+    assert f"fine-tuned from {first.out}" in capsys.readouterr().out
+    a, b = (
+        load_file(first.export / "diffusion_pytorch_model.safetensors"),
+        load_file(tmp_path / "b" / "vqvae" / "diffusion_pytorch_model.safetensors"),
+    )
+    for k in a:  # one step at lr 1e-12 (see the UNet test above): still the init, codebook included
+        torch.testing.assert_close(b[k], a[k], atol=1e-9, rtol=0, msg=k)
+    wider = load_config(TINY, ["model.vqvae.num_vq_embeddings=64"])
+    with pytest.raises(CheckpointError, match="--init .* first stage does not match model.vqvae"):
+        train_vq(wider, tmp_path / "c", max_steps=1, progress=False, cpu=True, init=first.out)

@@ -7,6 +7,7 @@ what `accelerate launch -m scadm.cli train ...` runs on every process.
 from __future__ import annotations
 
 import argparse
+import json
 
 from ..errors import InputError
 
@@ -30,6 +31,12 @@ def add_train_commands(subparsers) -> None:
         "DIR/logs, reconstruction grids to DIR/samples and the model to DIR/vqvae. " + LAUNCH_NOTE % "train-vq",
     )
     _common(p)
+    p.add_argument(
+        "--init",
+        metavar="DIR",
+        help="start a fresh run from this first stage (a train-vq run, pipeline or VQModel "
+        "folder): fine-tuning, e.g. on another domain; the optimizer starts afresh",
+    )
     p.set_defaults(func=run_train_vq)
 
     p = subparsers.add_parser(
@@ -98,7 +105,13 @@ def _summary(command: str, result, what: str) -> None:
 
     if not PartialState().is_main_process:
         return
-    origin = f"resumed from {result.resumed_from.name}" if result.resumed_from else "from scratch"
+    init = result.out / "init.json"  # written by a fresh run started with --init
+    if result.resumed_from:
+        origin = f"resumed from {result.resumed_from.name}"
+    elif init.is_file():
+        origin = f"fine-tuned from {json.loads(init.read_text())['init']}"
+    else:
+        origin = "from scratch"
     metrics = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items() if k == "loss" or k.startswith("eval/"))
     seconds = result.train_seconds
     duration = f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.0f} s"
@@ -121,6 +134,7 @@ def run_train_vq(args) -> int:
         progress=not args.no_progress,
         cpu=args.cpu,
         max_minutes=args.max_minutes,
+        init=args.init,
     )
     _summary("train-vq", result, "diffusers VQModel")
     return 0

@@ -19,22 +19,37 @@ DIR/vqvae with every checkpoint. Launching works as for `scadm train` (see scadm
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from diffusers.models import VQModel
 
+from scadm.errors import CheckpointError, InputError
 from scadm.figures import save_grid
 from scadm.models.autoencoder import decode, encode
+from scadm.models.loading import load_network
 from scadm.train.checkpoint import replace_folder
 from scadm.train.config import Config, build_vqvae, check_resume_config, load_config, save_config
 from scadm.train.data import BatchStream, build_datasets, holdout_batch, loader_workers
 from scadm.train.loop import Task, TrainResult, fit, make_accelerator, resolve_resume
 
-FIRST_STAGE = "vqvae"
+FIRST_STAGE = "vqvae"  # a first stage's folder in run and pipeline folders
 SAMPLES = "samples"
 CODEBOOK_INIT_IMAGES = 32  # the first training images, whose latents seed the codebook
+
+
+def load_first_stage(path: str | Path, option: str = "--vq") -> VQModel:
+    """A VQ first stage from a `scadm train-vq` run folder, a pipeline folder or a VQModel folder."""
+    path = Path(path)
+    for folder in (path / FIRST_STAGE, path):
+        if (folder / "config.json").is_file():
+            return load_network(VQModel, folder, "VQ first stage")
+    raise InputError(
+        f"{option} {path}: no VQ model here (expected a `scadm train-vq` run folder, a "
+        "pipeline folder with vqvae/, or a folder with a VQModel config.json)"
+    )
 
 
 def psnr(images: torch.Tensor, reference: torch.Tensor) -> float:
@@ -111,11 +126,14 @@ def train_vq(
     progress: bool = True,
     cpu: bool = False,
     max_minutes: float | None = None,
+    init: str | Path | None = None,
 ) -> TrainResult:
     """Train the VQ first stage as `config.train_vq` says into the run folder `out`.
 
     `resume`: None (fresh run), "auto" or a checkpoint folder; `max_steps` overrides
     train_vq.max_steps; `cpu` forces the CPU even where a GPU is present; `max_minutes`: see `fit`.
+    `init`: a first stage (as `load_first_stage` finds it) whose weights and codebook a fresh run
+    starts from (fine-tuning, e.g. on another domain; the optimizer starts afresh); ignored on resume.
     """
     config = config if isinstance(config, Config) else load_config(config)
     cfg, out = config.train_vq, Path(out)
@@ -126,7 +144,9 @@ def train_vq(
     train_set, holdout, _ = build_datasets(config.data)
     torch.manual_seed(cfg.seed)
     vqvae = build_vqvae(config)
-    if cfg.init_codebook_from_data and start is None:  # a resumed run loads its codebook
+    if init is not None and start is None:
+        _init_from_first_stage(vqvae, Path(init))
+    elif cfg.init_codebook_from_data and start is None:  # a resumed run loads its codebook
         images = holdout_batch(train_set, CODEBOOK_INIT_IMAGES)[0]
         init_codebook(vqvae, images, torch.Generator().manual_seed(cfg.seed))
     optimizer = torch.optim.AdamW(vqvae.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
@@ -134,6 +154,8 @@ def train_vq(
     if accelerator.is_main_process and start is None:
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
+        if init is not None:
+            (out / "init.json").write_text(json.dumps({"init": str(init)}) + "\n")
     stream = BatchStream(
         train_set,
         cfg.batch_size or config.data.batch_size,
@@ -144,3 +166,12 @@ def train_vq(
     )
     task = VQTask(accelerator, config, vqvae, holdout_batch(holdout, config.data.holdout_num), out)
     return fit(accelerator, task, optimizer, cfg, stream, out, max_steps or cfg.max_steps, start, progress, max_minutes)
+
+
+def _init_from_first_stage(vqvae: VQModel, folder: Path) -> None:
+    source = load_first_stage(folder, "--init")
+    try:
+        vqvae.load_state_dict(source.state_dict())
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0][:200]
+        raise CheckpointError(f"--init {folder}: its first stage does not match model.vqvae ({first})") from None

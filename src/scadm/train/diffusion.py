@@ -41,16 +41,14 @@ from scadm.errors import CheckpointError, InputError
 from scadm.figures import save_grid
 from scadm.labels import LabelSet, one_hot
 from scadm.models.autoencoder import downsampling_factor, encode, set_scale_by_std
-from scadm.models.loading import load_network
 from scadm.pipeline import SCADMPipeline
 from scadm.schedule import NoiseSchedule
-from scadm.train.autoencoder import psnr
+from scadm.train.autoencoder import FIRST_STAGE, load_first_stage, psnr
 from scadm.train.checkpoint import replace_folder
 from scadm.train.config import Config, build_style_encoder, build_unet, check_resume_config, load_config, save_config
 from scadm.train.data import BatchStream, CachedDataset, build_datasets, holdout_batch, loader_workers
 from scadm.train.loop import Task, TrainResult, fit, make_accelerator, resolve_resume
 
-FIRST_STAGE = "vqvae"  # the run's copy of the frozen first stage, read again on resume
 PIPELINE, PIPELINE_RAW = "pipeline", "pipeline-raw"
 SAMPLES = "samples"
 SAMPLE_SEED = 0
@@ -147,18 +145,6 @@ class UNetEMA:
     def state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         """`model`'s state dict with the shadows in place of its parameters."""
         return {k: self.shadow.get(k, v) for k, v in model.state_dict().items()}
-
-
-def load_first_stage(path: str | Path) -> VQModel:
-    """A VQ first stage from a `scadm train-vq` run folder, a pipeline folder or a VQModel folder."""
-    path = Path(path)
-    for folder in (path / FIRST_STAGE, path):
-        if (folder / "config.json").is_file():
-            return load_network(VQModel, folder, "VQ first stage")
-    raise InputError(
-        f"--vq {path}: no VQ model here (expected a `scadm train-vq` run folder, a "
-        "pipeline folder with vqvae/, or a folder with a VQModel config.json)"
-    )
 
 
 class DiffusionTask(Task):
