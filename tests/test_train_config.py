@@ -30,7 +30,8 @@ def _tiny(**sections) -> dict:
 
 
 @pytest.mark.parametrize(
-    "name", ["tiny.yaml", "demo-procedural-64.yaml", "paper-celebamask-hq.yaml", "realistic-64.yaml"]
+    "name",
+    ["tiny.yaml", "demo-procedural-64.yaml", "paper-celebamask-hq.yaml", "realistic-64.yaml", "realistic-64-cpu.yaml"],
 )
 def test_shipped_configs_load_and_pass_checks(name):
     config = load_config(CONFIGS / name)
