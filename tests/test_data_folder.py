@@ -59,6 +59,14 @@ def test_pairs_are_matched_by_stem_in_numeric_order(tmp_path):
     assert ds.unmatched == {"images without labels": [], "labels without images": ["5"]}
 
 
+def test_limit_keeps_the_first_pairs_in_numeric_order_and_refuses_too_few(tmp_path):
+    for name in ("10", "2", "1", "30"):
+        _write_pair(tmp_path, name)
+    assert FaceFolder(tmp_path, size=None, limit=3).names == ["1", "2", "10"]
+    with pytest.raises(InputError, match=re.escape(f"{tmp_path}: limit 5, but only 4 image/label pairs")):
+        FaceFolder(tmp_path, size=None, limit=5)
+
+
 def test_unmatched_files_raise_with_counts_and_names(tmp_path):
     _write_pair(tmp_path, "0")
     for name in ("3", "4", "5", "6", "7", "8"):

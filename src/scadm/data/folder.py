@@ -140,6 +140,9 @@ class FaceFolder(Dataset):
     its place. DataLoader workers hold their own copies, so with num_workers > 0 the main
     process's `skipped` stays empty: call `validate()` first to get the full list.
 
+    limit=N keeps the first N pairs in name order (numeric stems numerically; refused if there are
+    fewer): a fixed training set, e.g. faces 0..N-1 of a folder that `scadm prepare` is filling.
+
     flip=True mirrors half the items, drawing from torch's RNG (in a DataLoader worker, seeded
     from the loader's generator), and swaps the `flip_pairs` classes; these default to
     l/r eye, brow and ear for CelebAMask-HQ's classes and to none for other vocabularies.
@@ -158,6 +161,7 @@ class FaceFolder(Dataset):
         on_error: str = "raise",
         flip: bool = False,
         flip_pairs: FlipPairs | None = None,
+        limit: int | None = None,
     ):
         if on_error not in ON_ERROR:
             raise InputError(f"on_error: {on_error!r}; expected one of {ON_ERROR}")
@@ -173,6 +177,11 @@ class FaceFolder(Dataset):
             _list_files(self.root / "images", IMAGE_SUFFIXES),
             _list_files(self.root / "labels", (LABEL_SUFFIX,)),
         )
+        if limit is not None:
+            if len(self.names) < limit:
+                raise InputError(f"{self.root}: limit {limit}, but only {len(self.names)} image/label pairs")
+            self.names = self.names[:limit]
+            self._pairs = self._pairs[:limit]
         self.skipped: list[Problem] = []
         self._bad: set[int] = set()
 

@@ -32,7 +32,7 @@ MIXED_PRECISION = ("no", "bf16", "fp16")
 # Keys that only one data kind reads; giving one for the other kind is refused.
 KIND_KEYS = {
     "synthetic": {"num", "seed", "holdout_seed", "cache"},
-    "folder": {"root", "split", "holdout_split", "flip", "labels"},
+    "folder": {"root", "split", "holdout_split", "flip", "labels", "limit"},
 }
 
 
@@ -54,6 +54,7 @@ class DataConfig:
     holdout_split: str | None = "test"
     flip: bool = False
     labels: str | None = None  # None: CelebAMask-HQ's 19 classes
+    limit: int | None = None  # train on the first `limit` pairs only (see FaceFolder's `limit`)
 
 
 @dataclass
@@ -281,6 +282,7 @@ def check_config(config: Config, source: str = "<config>") -> None:
 
     need(d.kind in DATA_KINDS, f"data.kind must be one of {DATA_KINDS}, got {d.kind!r}")
     need(d.kind != "folder" or bool(d.root), "data.root is required for data.kind 'folder'")
+    need(d.limit is None or d.limit >= 1, f"data.limit must be >= 1 (or null), got {d.limit}")
     for name in ("size", "batch_size", "holdout_num"):
         need(getattr(d, name) >= 1, f"data.{name} must be >= 1, got {getattr(d, name)}")
     need(d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers}")

@@ -84,10 +84,11 @@ def build_datasets(data: DataConfig) -> tuple[Dataset, Dataset, LabelSet]:
         return cached, holdout, CELEBAMASK_HQ
     if data.root is None:  # check_config refuses this first; a DataConfig built in code may not be checked
         raise InputError("data.root is required for data.kind 'folder'")
+    kwargs = dict(size=data.size, split=data.split, flip=data.flip, limit=data.limit)
     if data.labels:
-        folder = FaceFolder.from_config(data.root, data.labels, size=data.size, split=data.split, flip=data.flip)
+        folder = FaceFolder.from_config(data.root, data.labels, **kwargs)
     else:
-        folder = FaceFolder(data.root, size=data.size, split=data.split, flip=data.flip)
+        folder = FaceFolder(data.root, **kwargs)
     if data.holdout_split is None:  # no held-out split: evaluate on the first training images
         return folder, folder, folder.label_set
     held_out = FaceFolder(data.root, size=data.size, label_set=folder.label_set, split=data.holdout_split)
