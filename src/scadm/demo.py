@@ -20,8 +20,8 @@ from .io import mask_to_rgb, to_uint8
 from .models.autoencoder import downsampling_factor
 from .pipeline import SCADMPipeline
 from .settings import INTERACTIVE, RenderSettings
+from .shipped import DEMO_MODEL
 
-DEMO_MODEL = Path(__file__).parent / "assets" / "demo-procedural-64"
 #: held-out faces: the demo model trained on faces 0 .. N-1 of dataset seed 0
 TARGET_SEED, REFERENCE_SEED = 900_000_017, 900_000_023
 

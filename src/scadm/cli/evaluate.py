@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..settings import SAMPLERS
+from ..shipped import model_help, resolve_model
 from .options import add_render_flags, render_settings
 
 PROTOCOL_NAMES = ("reconstruction", "swap", "partial-swap", "noise", "timing", "disentanglement")
@@ -39,9 +40,8 @@ def add_evaluate_commands(subparsers) -> None:
     p.add_argument(
         "--model",
         action="append",
-        metavar="DIR",
-        help="pipeline folder (repeat to compare models, e.g. with/without mask attention; "
-        "default: the shipped demo model)",
+        metavar="MODEL",
+        help="repeat to compare models, e.g. with/without mask attention. Each is " + model_help(),
     )
     p.add_argument(
         "--data",
@@ -141,7 +141,6 @@ def canonical_command(args) -> str:
 
 
 def run_evaluate(args) -> int:
-    from ..demo import DEMO_MODEL
     from ..evaluate import PROTOCOLS, evaluate
     from ..evaluate.context import Options, load_model
     from ..evaluate.data import DataSpec
@@ -180,7 +179,7 @@ def run_evaluate(args) -> int:
         progress=not args.no_progress,
         **({"part_sets": _part_sets(args.part_set)} if args.part_set else {}),
     )
-    models = [load_model(m, device, settings.torch_dtype) for m in (args.model or [DEMO_MODEL])]
+    models = [load_model(resolve_model(m), device, settings.torch_dtype) for m in (args.model or [None])]
     parser = load_parser(parser_name, device)
     cache = Path(args.cache) if args.cache else cache_dir() / "evaluate"
     for path in evaluate(protocols, models, options, Path(args.out), canonical_command(args), cache, parser):

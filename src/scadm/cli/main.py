@@ -10,6 +10,7 @@ from pathlib import Path
 from ..editing import EDIT_MODES
 from ..errors import ScadmError, ScadmWarning
 from ..settings import INTERACTIVE, RenderSettings, check_seed
+from ..shipped import model_help, resolve_model
 from .evaluate import add_evaluate_commands
 from .options import add_render_flags, render_settings
 from .parse import add_parse_commands
@@ -18,9 +19,7 @@ from .train import add_train_commands
 
 
 def _add_render_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model", help="pipeline folder (from `scadm convert` or training; default: the shipped procedural demo model)"
-    )
+    p.add_argument("--model", help=model_help())
     p.add_argument("--out", default="out", help="output folder (default ./out)")
     add_render_flags(p)
 
@@ -42,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo model never saw; save one labelled figure and print a summary.",
     )
     p.add_argument("--out", default="out/demo", help="output folder (default ./out/demo)")
-    p.add_argument("--model", help="a pipeline folder to use instead of the shipped demo model")
+    p.add_argument("--model", help=model_help())
     p.add_argument("--seed", type=int, help=f"(default {INTERACTIVE.seed})")
     p.add_argument("--steps", type=int, help=f"DDIM steps (default {INTERACTIVE.steps})")
     p.set_defaults(func=_demo)
@@ -175,10 +174,10 @@ def _one_line_warnings(command: str, default):
 
 
 def _demo(args) -> int:
-    from ..demo import DEMO_MODEL, run_demo
+    from ..demo import run_demo
 
     settings, _ = render_settings(args, INTERACTIVE)
-    summary = run_demo(Path(args.out), model=args.model or DEMO_MODEL, settings=settings)
+    summary = run_demo(Path(args.out), model=resolve_model(args.model), settings=settings)
     print(summary)
     return 0
 
@@ -267,14 +266,13 @@ def _prepare(args) -> int:
 
 
 def _load_pipeline(args, settings: RenderSettings):
-    from ..demo import DEMO_MODEL
     from ..pipeline import SCADMPipeline
     from ..settings import resolve_device
 
     if args.num < 1:
         raise ScadmError(f"--num must be >= 1, got {args.num}")
     device = resolve_device(args.device, "--device")
-    return SCADMPipeline.from_pretrained(args.model or DEMO_MODEL, device=device, dtype=settings.torch_dtype)
+    return SCADMPipeline.from_pretrained(resolve_model(args.model), device=device, dtype=settings.torch_dtype)
 
 
 def _render(pipe, labels, code, settings: RenderSettings, num=1, preserve=None):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import ScadmError
+from ..shipped import model_help, resolve_model
 
 
 def add_serve_commands(sub) -> None:
@@ -13,7 +14,7 @@ def add_serve_commands(sub) -> None:
         "reference with their masks or take procedural faces, paint the mask, choose "
         "each part's style source, render. Binds 127.0.0.1 unless --host says otherwise.",
     )
-    p.add_argument("--model", help="pipeline folder (default: the shipped procedural demo model)")
+    p.add_argument("--model", help=model_help())
     p.add_argument(
         "--host",
         default="127.0.0.1",
@@ -25,11 +26,12 @@ def add_serve_commands(sub) -> None:
 
 
 def _serve(args) -> int:
+    model = resolve_model(args.model)
     try:
         from ..serve.app import launch
     except ImportError as err:
         raise ScadmError(f"scadm serve needs gradio ({err.name} is missing): pip install 'scadm[serve]'") from None
     if not 0 < args.port < 65536:
         raise ScadmError(f"--port must be in 1..65535, got {args.port}")
-    launch(model=args.model, host=args.host, port=args.port, device=args.device)
+    launch(model=model, host=args.host, port=args.port, device=args.device)
     return 0

@@ -26,7 +26,6 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from scadm.demo import DEMO_MODEL
 from scadm.editing import SOURCES, EditSettings, PartChoice
 from scadm.errors import ScadmError
 from scadm.io import mask_to_rgb
@@ -34,6 +33,7 @@ from scadm.pipeline import SCADMPipeline
 from scadm.serve import editor
 from scadm.serve.editor import Face
 from scadm.settings import DTYPES, INTERACTIVE, SAMPLERS, RenderSettings, resolve_device
+from scadm.shipped import resolve_model
 
 log = logging.getLogger("scadm.serve")
 EXAMPLES = 8
@@ -555,11 +555,11 @@ def build_app(models: Models) -> gr.Blocks:
     return demo
 
 
-def launch(model: str | None = None, host: str = "127.0.0.1", port: int = 7860, device: str = "auto") -> None:
+def launch(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 7860, device: str = "auto") -> None:
     """Serve the editor until interrupted (`scadm serve`)."""
     device = str(resolve_device(device, "--device"))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    demo = build_app(Models(model or DEMO_MODEL, device))
+    demo = build_app(Models(resolve_model(model), device))
     demo.queue(default_concurrency_limit=1, max_size=64)
     theme = gr.themes.Default(
         font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]

@@ -1,0 +1,81 @@
+"""The models that ship inside scadm, by short name: the one table from a `--model` name to its folder.
+
+Every command that takes `--model` (demo, sample, edit, evaluate, serve) resolves it here, so a name,
+its folder and its licence are written once. A value that is not a known name is a pipeline folder,
+as before; to use a folder that happens to be called like a model, write it as a path (./demo).
+No heavy imports: the `scadm` command builds its help from this table without importing torch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from scadm.errors import InputError
+
+#: where the shipped pipeline folders live (tests point it elsewhere)
+ASSETS = Path(__file__).parent / "assets"
+
+
+@dataclass(frozen=True)
+class ShippedModel:
+    name: str
+    folder: str  # under ASSETS
+    summary: str  # what it renders and under which terms, for --help and reports
+
+    @property
+    def path(self) -> Path:
+        return ASSETS / self.folder
+
+    @property
+    def installed(self) -> bool:
+        return (self.path / "model_index.json").is_file()
+
+
+SHIPPED = {
+    m.name: m
+    for m in (
+        ShippedModel("demo", "demo-procedural-64", "64 px procedural cartoon faces (Apache-2.0)"),
+        ShippedModel(
+            "realistic",
+            "realistic-64",
+            "64 px photo-realistic faces; NON-COMMERCIAL research only: trained on MobileStyleGAN faces "
+            "(from NVIDIA's StyleGAN2-FFHQ, licence NC; FFHQ, CC BY-NC-SA 4.0) masked by BiSeNet "
+            "(weights trained on CelebAMask-HQ, non-commercial)",
+        ),
+    )
+}
+#: the model a command uses without --model
+DEFAULT_MODEL = "demo"
+#: the default model's folder (what `scadm.demo.DEMO_MODEL` names)
+DEMO_MODEL = SHIPPED["demo"].path
+
+
+def known_names() -> str:
+    return ", ".join(f"{name}{'' if m.installed else ' (not installed)'}" for name, m in SHIPPED.items())
+
+
+def model_help(default: str | None = DEFAULT_MODEL) -> str:
+    """The --model help: a name from the table or a pipeline folder, each name's summary."""
+    names = "; ".join(f"'{name}': {m.summary}" for name, m in SHIPPED.items())
+    tail = f" (default: {default})" if default else ""
+    return f"a shipped model's name or a pipeline folder (from `scadm convert` or training){tail}. Names: {names}"
+
+
+def resolve_model(model: str | os.PathLike | None, flag: str = "--model") -> Path:
+    """The pipeline folder of a shipped model's name, of None (the default model), or `model` itself
+    when it is not a name (a folder: its loader reports what is wrong with it)."""
+    name = DEFAULT_MODEL if model is None else os.fspath(model)
+    shipped = SHIPPED.get(name)
+    if shipped is not None:
+        if not shipped.installed:
+            raise InputError(
+                f"{flag} {name}: the {name} model is not installed (no {shipped.path / 'model_index.json'}); "
+                f"known names: {known_names()}"
+            )
+        return shipped.path
+    path = Path(name)
+    if not path.exists():
+        raise InputError(f"{flag} {name}: neither a known model name ({known_names()}) nor an existing folder")
+    return path
