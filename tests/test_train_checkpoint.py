@@ -1,18 +1,23 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from scadm.errors import CheckpointError, InputError
+from scadm.errors import CheckpointError, InputError, TrainingError
 from scadm.train import checkpoint as ckpt
+from scadm.train import train_vq
+from scadm.train.autoencoder import VQTask
 from scadm.train.loop import resolve_resume
 
+TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
-def _save(run, step, keep=3, value=1.0):
+
+def _save(run, step, keep=3, value=1.0, moment=1.0):
     weights = {"unet": {"w": torch.full((3, 2), value), "b": torch.arange(4.0)}}
     state = {
         "step": step,
-        "optimizer": {"state": {0: {"exp_avg": torch.ones(2)}}, "param_groups": [{"lr": 0.1}]},
+        "optimizer": {"state": {0: {"exp_avg": torch.full((2,), moment)}}, "param_groups": [{"lr": 0.1}]},
         "data": {"epoch": 1, "position": 8},
         "scaler": None,
     }
@@ -95,3 +100,37 @@ def test_replace_folder_swaps_the_whole_folder(tmp_path):
     ckpt.replace_folder(tmp_path / "model", writer("new"))
     assert json.loads((tmp_path / "model" / "a.json").read_text()) == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_resuming_from_non_finite_weights_is_refused_naming_file_and_tensor(tmp_path, value):
+    older = _save(tmp_path, 2)
+    folder = _save(tmp_path, 4, value=value)
+    with pytest.raises(CheckpointError, match=r"unet\.safetensors: tensor w holds NaN or infinite") as err:
+        ckpt.load_checkpoint(folder)
+    assert f"--resume {older}" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_resuming_from_a_non_finite_optimizer_state_is_refused_naming_it(tmp_path):
+    folder = _save(tmp_path, 2, moment=float("nan"))
+    with pytest.raises(CheckpointError, match=r"state\.pt: tensor optimizer\.state\.0\.exp_avg holds NaN") as err:
+        ckpt.load_checkpoint(folder)
+    assert "no older checkpoint" in str(err.value)
+
+
+def test_a_diverging_run_stops_before_writing_a_non_finite_checkpoint(tmp_path, monkeypatch, one_thread):
+    """tiny.yaml's train_vq: 4 steps, logged and checkpointed every 2. The loss turns NaN in step 3,
+    so the optimizer makes the weights NaN: the run must stop at step 4 and keep step 2 loadable."""
+    loss, calls = VQTask.loss, []
+
+    def diverging(self, batch, generator):
+        value, terms = loss(self, batch, generator)
+        calls.append(None)
+        return (value * float("nan"), terms) if len(calls) > 2 else (value, terms)
+
+    monkeypatch.setattr(VQTask, "loss", diverging)
+    with pytest.raises(TrainingError, match=r"step 4: the loss is nan, training diverged \(vqvae tensor") as err:
+        train_vq(TINY, tmp_path, progress=False, cpu=True)
+    assert "step_0000002" in str(err.value)
+    assert [p.name for p in ckpt.complete_checkpoints(tmp_path / ckpt.CHECKPOINTS)] == ["step_0000002"]
+    ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path))  # the good one is still there, and finite

@@ -13,6 +13,10 @@ class CheckpointError(ScadmError):
     """A checkpoint that is missing, corrupt or belongs to another model."""
 
 
+class TrainingError(ScadmError):
+    """A training run that cannot usefully continue: its weights became NaN or infinite."""
+
+
 class RenderError(ScadmError):
     """A render whose result holds NaN or infinite values: refused rather than saved as black."""
 

@@ -21,6 +21,7 @@ from ..errors import CheckpointError
 
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"  # diffusers' name, as save_pretrained writes it
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+CORRUPT_OR_DIVERGED = "the weights are corrupt or come from a diverged training run"
 
 
 def non_finite(tensors: Iterable[tuple[str, torch.Tensor]]) -> list[str]:
@@ -37,19 +38,20 @@ def non_finite(tensors: Iterable[tuple[str, torch.Tensor]]) -> list[str]:
     ]
 
 
-def check_finite(tensors: Iterable[tuple[str, torch.Tensor]], source) -> None:
-    """CheckpointError naming `source` and the first tensor with NaN/Inf values."""
+def check_finite(
+    tensors: Iterable[tuple[str, torch.Tensor]],
+    source,
+    advice: str = CORRUPT_OR_DIVERGED,
+) -> None:
+    """CheckpointError naming `source` and the first tensor with NaN/Inf values, then `advice`."""
     bad = non_finite(tensors)
     if bad:
-        raise _non_finite_error(bad, source)
+        raise _non_finite_error(bad, source, advice)
 
 
-def _non_finite_error(bad: list[str], source) -> CheckpointError:
+def _non_finite_error(bad: list[str], source, advice: str = CORRUPT_OR_DIVERGED) -> CheckpointError:
     more = f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""
-    return CheckpointError(
-        f"{source}: tensor {bad[0]} holds NaN or infinite values{more}; "
-        "the weights are corrupt or come from a diverged training run"
-    )
+    return CheckpointError(f"{source}: tensor {bad[0]} holds NaN or infinite values{more}; {advice}")
 
 
 def _weight_files(folder: Path) -> dict[str, Path]:

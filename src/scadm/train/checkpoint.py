@@ -27,6 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from scadm.errors import CheckpointError
+from scadm.models.loading import check_finite
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -172,21 +173,49 @@ def verify_checkpoint(folder: Path) -> dict:
 
 
 def load_checkpoint(folder: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
-    """(weights by file stem, state) of a verified checkpoint, on the CPU."""
+    """(weights by file stem, state) of a verified checkpoint, on the CPU.
+
+    Weights or optimizer moments holding NaN/Inf are refused, naming the file and tensor: a run
+    resumed from them would train on garbage (NaN stays NaN through every later step)."""
+    folder = Path(folder)
     manifest = verify_checkpoint(folder)
+    advice = _older_checkpoint_advice(folder)
     tensors = {}
     for name in manifest["files"]:
         if name.endswith(".safetensors"):
             try:
-                tensors[name.removesuffix(".safetensors")] = load_file(Path(folder) / name)
+                tensors[name.removesuffix(".safetensors")] = load_file(folder / name)
             except (SafetensorError, OSError) as e:
-                raise CheckpointError(f"{Path(folder) / name}: unreadable ({e})") from None
+                raise CheckpointError(f"{folder / name}: unreadable ({e})") from None
+            check_finite(tensors[name.removesuffix(".safetensors")].items(), folder / name, advice)
     try:
-        state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+        state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a corrupt file
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise CheckpointError(f"{Path(folder) / STATE_FILE}: unreadable ({first})") from None
+        raise CheckpointError(f"{folder / STATE_FILE}: unreadable ({first})") from None
+    check_finite(_nested_tensors(state), folder / STATE_FILE, advice)
     return tensors, state
+
+
+def _nested_tensors(value, prefix: str = ""):
+    """(dotted path, tensor) for every tensor in nested dicts and lists (an optimizer state)."""
+    if isinstance(value, torch.Tensor):
+        yield prefix, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _nested_tensors(item, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _nested_tensors(item, f"{prefix}.{i}" if prefix else str(i))
+
+
+def _older_checkpoint_advice(folder: Path) -> str:
+    complete = complete_checkpoints(folder.parent)  # oldest first
+    names = [p.name for p in complete]
+    older = complete[: names.index(folder.name)] if folder.name in names else []
+    if older:
+        return f"the run had diverged by then; resume from an older checkpoint (--resume {older[-1]})"
+    return "the run had diverged by then and no older checkpoint of it is left; start a fresh run"
 
 
 def replace_folder(folder: Path, write) -> None:

@@ -24,7 +24,8 @@ from accelerate.utils import ProjectConfiguration
 from torch import nn
 from tqdm.auto import tqdm
 
-from scadm.errors import InputError
+from scadm.errors import InputError, ScadmWarning, TrainingError
+from scadm.models.loading import non_finite
 from scadm.train import checkpoint as ckpt
 from scadm.train.config import OptimConfig
 from scadm.train.data import BatchStream
@@ -191,14 +192,24 @@ def fit(
             accelerator.log(metrics, step=step)
             bar.set_postfix(loss=f"{metrics['loss']:.4f}")
             window, tick = [], now
+            if not np.isfinite(metrics["loss"]):
+                _stop_if_diverged(accelerator, task, out, step, f"the loss is {metrics['loss']}, ")
+                skipped = " (the fp16 grad scaler skipped those steps)" if accelerator.scaler is not None else ""
+                warnings.warn(
+                    ScadmWarning(f"step {step}: the loss is {metrics['loss']} but the weights are finite{skipped}"),
+                    stacklevel=2,
+                )
             if max_minutes is not None and _out_of_time(accelerator, began, max_minutes):
                 max_steps = step
         paused = time.perf_counter()
-        if step % cfg.sample_every == 0 or step == max_steps:
+        evaluate, save = (step % every == 0 or step == max_steps for every in (cfg.sample_every, cfg.checkpoint_every))
+        if evaluate or save:
+            _stop_if_diverged(accelerator, task, out, step)
+        if evaluate:
             if accelerator.is_main_process:
                 metrics.update(_evaluate(accelerator, task, step))
             accelerator.wait_for_everyone()
-        if step % cfg.checkpoint_every == 0 or step == max_steps:
+        if save:
             _save(accelerator, task, optimizer, scheduler, stream, out, step, elapsed(), cfg)
         tick += time.perf_counter() - paused  # steps_per_s counts training only
     bar.close()
@@ -227,6 +238,21 @@ def _evaluate(accelerator: Accelerator, task: Task, step: int) -> dict[str, floa
     if values:
         accelerator.log(values, step=step)
     return values
+
+
+def _stop_if_diverged(accelerator: Accelerator, task: Task, out: Path, step: int, cause: str = "") -> None:
+    """TrainingError, before anything is written, if a trained weight holds NaN/Inf: a diverged
+    run never recovers (NaN stays NaN) and its checkpoints would push out the last good ones.
+    Every rank checks its own copy (DDP keeps them equal), so all stop at the same step."""
+    for name, model in task.models.items():
+        bad = non_finite(accelerator.unwrap_model(model).state_dict().items())
+        if bad:
+            last = ckpt.latest_checkpoint(out)
+            restart = f"resume from {last} with a lower lr" if last else "start again with a lower lr"
+            raise TrainingError(
+                f"step {step}: {cause}training diverged ({name} tensor {bad[0]} holds NaN or infinite "
+                f"values); stopped without writing a checkpoint; {restart} (or set max_grad_norm)"
+            )
 
 
 def _save(accelerator, task, optimizer, scheduler, stream, out, step, seconds, cfg) -> None:
