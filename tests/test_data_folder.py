@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from scadm.data.folder import FaceFolder, flip_table, hflip, load_label_config, make_loader
-from scadm.errors import InputError
+from scadm.errors import InputError, ScadmWarning
 from scadm.labels import CELEBAMASK_HQ, label_set_from_config
 
 S = 16
@@ -48,7 +48,7 @@ def test_pairs_are_matched_by_stem_in_numeric_order(tmp_path):
     for name in ("10", "2", "1"):
         _write_pair(tmp_path, name)
     _write_pair(tmp_path, "5", image=False)  # would shift a pairing by position
-    with pytest.warns(UserWarning, match=r"1 \(5\) labels without images"):
+    with pytest.warns(ScadmWarning, match=r"1 \(5\) labels without images"):
         ds = FaceFolder(tmp_path, size=None, on_error="skip")
     assert ds.names == ["1", "2", "10"]
     for i, name in enumerate(ds.names):
@@ -110,7 +110,7 @@ def test_bad_files_raise_naming_the_file(tmp_path, index, file):
 def test_bad_files_are_skipped_recorded_and_replaced_by_the_next_good_pair(tmp_path):
     bad = _write_bad_pairs(tmp_path)
     ds = FaceFolder(tmp_path, on_error="skip")
-    with pytest.warns(UserWarning) as caught:
+    with pytest.warns(ScadmWarning) as caught:
         assert ds[1]["name"] == "5"  # 1..4 are bad
     assert [str(w.message).split(":")[0] for w in caught] == [f"skipping {n}" for n in "1234"]
     assert [p.name for p in ds.skipped] == ["1", "2", "3", "4"]

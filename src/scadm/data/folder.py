@@ -26,7 +26,7 @@ import yaml
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from scadm.errors import InputError
+from scadm.errors import InputError, ScadmWarning
 from scadm.io import PathLike, read_pair
 from scadm.labels import (
     CELEBAMASK_HQ,
@@ -195,7 +195,7 @@ class FaceFolder(Dataset):
             message = f"{self.root}: {'; '.join(parts)}"
             if self.on_error == "raise":
                 raise InputError(f"{message} (pass on_error='skip' to leave them out)")
-            warnings.warn(f"{message}; left out", stacklevel=3)
+            warnings.warn(ScadmWarning(f"{message}; left out"), stacklevel=3)
         self.names = sorted(images.keys() & labels.keys(), key=_sort_key)
         if not self.names:
             raise InputError(f"{self.root}: no image/label pairs (images/N.jpg with labels/N.png)")
@@ -231,7 +231,7 @@ class FaceFolder(Dataset):
                 if self.on_error == "raise":
                     raise
                 self._record(j, str(e))
-                warnings.warn(f"skipping {self.names[j]}: {e}", stacklevel=2)
+                warnings.warn(ScadmWarning(f"skipping {self.names[j]}: {e}"), stacklevel=2)
                 continue
             if mirror:
                 image, labels = hflip(image, labels, self._flip_lut)

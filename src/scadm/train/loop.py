@@ -302,9 +302,11 @@ def _load(accelerator, task, optimizer, scheduler, stream, folder: Path) -> tupl
     task.load_extra(tensors, state["task"])
     if state["world_size"] != accelerator.num_processes:
         warnings.warn(
-            f"{folder}: written by {state['world_size']} processes, resumed on "
-            f"{accelerator.num_processes}: the effective batch changes and the run will not "
-            "repeat the original exactly",
+            ScadmWarning(
+                f"{folder}: written by {state['world_size']} processes, resumed on "
+                f"{accelerator.num_processes}: the effective batch changes and the run will not "
+                "repeat the original exactly"
+            ),
             stacklevel=2,
         )
     return int(state["step"]), float(state["train_seconds"])
