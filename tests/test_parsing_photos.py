@@ -6,13 +6,15 @@ otherwise.
 """
 
 import importlib.util
+import warnings
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from scadm.cli import main
-from scadm.errors import InputError
+from scadm.errors import InputError, ScadmWarning
 from scadm.io import read_mask
 from scadm.labels import CELEBAMASK_HQ
 
@@ -110,7 +112,38 @@ def test_parse_command_reports_a_photo_without_a_face(tmp_path, capsys):
     assert "grey.png: no face found" in capsys.readouterr().err
 
 
-def test_edit_with_an_automatic_mask(photos, tiny_pipe, tmp_path):
+def _scaled(photos, tmp_path, scale):
+    grace = Image.open(photos / "grace_hopper.jpg")  # her face's crop square: 327 px
+    path = tmp_path / f"grace_{scale}.png"
+    grace.resize((round(grace.width * scale), round(grace.height * scale)), Image.Resampling.LANCZOS).save(path)
+    return path
+
+
+def _no_parser(x, size):
+    return torch.zeros(1, size, size, dtype=torch.int64)
+
+
+def test_a_small_face_is_announced_and_a_tiny_one_refused(photos, tmp_path):
+    from scadm.parsing import parse_photo
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        parse_photo(_scaled(photos, tmp_path, 2), parser=_no_parser)  # 654 px: no upsampling, no notice
+    small = _scaled(photos, tmp_path, 0.5)
+    with pytest.warns(ScadmWarning, match=r"grace_0\.5\.png: the face's crop square is 16\d px .* upsampled 3\.\dx"):
+        parse_photo(small, parser=_no_parser)
+    tiny = _scaled(photos, tmp_path, 0.15)
+    with pytest.raises(InputError, match=r"grace_0\.15\.png: the face's crop square is 5\d px .* at least 64 px"):
+        parse_photo(tiny, parser=_no_parser)
+
+
+def test_parse_command_announces_an_upsampled_face_on_one_line(photos, tmp_path, capsys):
+    assert main(["parse", str(_scaled(photos, tmp_path, 0.5)), "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("scadm parse: warning: ") and "upsampled 3." in err[0]
+
+
+def test_edit_with_an_automatic_mask(photos, tiny_pipe, tmp_path, capsys):
     tiny_pipe.save_pretrained(tmp_path / "model")
     assert (
         main(
@@ -131,6 +164,7 @@ def test_edit_with_an_automatic_mask(photos, tiny_pipe, tmp_path):
         == 0
     )
     assert (tmp_path / "out" / "astronaut_reconstruct_grid.png").is_file()
+    assert "scadm edit: warning: " in capsys.readouterr().err  # the same notice: her face is 174 px
 
 
 def test_web_editor_masks_an_uploaded_photo_automatically(photos):
