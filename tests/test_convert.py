@@ -5,7 +5,8 @@ import torch
 import yaml
 from authors_layout import authors_checkpoint, authors_yaml, ldm_vq_state
 
-from scadm.convert import convert, load_checkpoint, read_authors_config, vq_from_ldm
+from scadm.authors_config import read_authors_config
+from scadm.convert import convert, load_checkpoint, vq_from_ldm
 from scadm.errors import CheckpointError, InputError, ScadmWarning
 from scadm.models.autoencoder import vq_f4
 
