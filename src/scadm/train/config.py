@@ -12,9 +12,7 @@ silently trains with a default. Relative paths in the file are relative to the w
 from __future__ import annotations
 
 import inspect
-import types
-import typing
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
@@ -26,6 +24,7 @@ from scadm.models.style_encoder import StyleEncoder
 from scadm.models.unet import SCADMUNet
 from scadm.pipeline import UNCONDITIONAL_INPUTS
 from scadm.schedule import PREDICTION_TYPES
+from scadm.train.dataclass_yaml import build_dataclass
 
 DATA_KINDS = ("synthetic", "folder")
 MIXED_PRECISION = ("no", "bf16", "fp16")
@@ -177,7 +176,7 @@ def _apply_override(raw: dict, override: str) -> None:
 
 
 def config_from_dict(raw: dict, source: str = "<dict>") -> Config:
-    config = _build(Config, raw, "", source)
+    config = build_dataclass(Config, raw, "", source)
     data_raw = raw.get("data") or {}
     for kind, keys in KIND_KEYS.items():
         stray = sorted(keys & set(data_raw)) if config.data.kind != kind else []
@@ -185,75 +184,6 @@ def config_from_dict(raw: dict, source: str = "<dict>") -> Config:
             raise InputError(f"{source}: data.{stray[0]} is only read for data.kind '{kind}'")
     check_config(config, source)
     return config
-
-
-def _build(cls, raw, where: str, source: str):
-    if not isinstance(raw, dict):
-        raise InputError(f"{source}: {where or 'the file'} must be a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in fields(cls)}
-    for key in raw:
-        if key not in names:
-            raise InputError(f"{source}: unknown key '{where}{key}' (allowed: {', '.join(sorted(names))})")
-    values = {}
-    for key, value in raw.items():
-        kind = hints[key]
-        if is_dataclass(kind):
-            values[key] = _build(kind, value or {}, f"{where}{key}.", source)
-        else:
-            values[key] = _coerce(value, kind, f"{where}{key}", source)
-    return cls(**values)
-
-
-def _coerce(value, kind, name: str, source: str):
-    """`value` as type `kind` (int, float, bool, str, dict, tuple[float, ...], X | None)."""
-    bad = InputError(f"{source}: {name} must be {_describe(kind)}, got {value!r}")
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(value, inner, name, source)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise bad
-        return tuple(_coerce(v, a, name, source) for v, a in zip(value, args, strict=True))
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if kind is float:
-        # YAML 1.1 reads 2e-6 (no dot) as a string; accept it as the number it is.
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                raise bad from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        return float(value)
-    if kind is str:
-        if not isinstance(value, str):
-            raise bad
-        return value
-    if kind is dict:
-        if not isinstance(value, dict):
-            raise bad
-        return dict(value)
-    raise TypeError(f"unsupported config type {kind}")  # a bug in the dataclasses above
-
-
-def _describe(kind) -> str:
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args)
-    if origin is tuple:
-        return f"a list of {len(args)} numbers"
-    return {type(None): "null", dict: "a mapping"}.get(kind, f"a {getattr(kind, '__name__', kind)}")
 
 
 # ---------------------------------------------------------------- checking
