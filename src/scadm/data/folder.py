@@ -152,6 +152,9 @@ class FaceFolder(Dataset):
     torch.Size([256, 256])
     """
 
+    names: list[str]  # stems of the pairs, in name order (set by _match)
+    _pairs: list[tuple[Path, Path]]
+
     def __init__(
         self,
         root: PathLike,

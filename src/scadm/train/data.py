@@ -9,6 +9,7 @@ state is just (epoch, position in the epoch). A partial last batch is dropped.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -84,7 +85,7 @@ def build_datasets(data: DataConfig) -> tuple[Dataset, Dataset, LabelSet]:
         return cached, holdout, CELEBAMASK_HQ
     if data.root is None:  # check_config refuses this first; a DataConfig built in code may not be checked
         raise InputError("data.root is required for data.kind 'folder'")
-    kwargs = dict(size=data.size, split=data.split, flip=data.flip, limit=data.limit)
+    kwargs: dict[str, Any] = dict(size=data.size, split=data.split, flip=data.flip, limit=data.limit)
     if data.labels:
         folder = FaceFolder.from_config(data.root, data.labels, **kwargs)
     else:
