@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
@@ -43,21 +44,23 @@ def parse_photo(
     size: int = BISENET_INPUT,
     landmarks: str = "dlib",
     parser: FaceParser | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(aligned RGB uint8 (size, size, 3), int64 labels (size, size)) for the photo's main face.
 
     A crop smaller than BiSeNet's 512 px is parsed from a 512 px crop of the same square, its
     logits shrunk to `size` (FaceParser's rule): parsing an upsampled small crop loses detail.
     A path is read with scadm.io's checks (RGB only, EXIF orientation applied). A face smaller
-    than the parser's input is upsampled to it, said in a ScadmWarning; one under MIN_FACE_SIDE
-    px is refused (InputError): its labels would be guesses.
+    than the parser's input is upsampled to it, said in one line to `notify` (default: a
+    ScadmWarning; the web editor shows it on the page); one under MIN_FACE_SIDE px is refused
+    (InputError): its labels would be guesses.
     """
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise InputError(f"size: expected a positive int, got {size!r}")
     photo = _as_rgb(image)
     name = "image" if isinstance(image, Image.Image) else str(image)
     quad = quad_for(detect_landmarks(np.asarray(photo), backend=landmarks, name=name))
-    _check_face_side(float(np.hypot(*(quad[3] - quad[0]))), name)
+    _check_face_side(float(np.hypot(*(quad[3] - quad[0]))), name, notify)
     aligned = np.asarray(warp_quad(photo, quad, size))
     to_parse = aligned if size >= BISENET_INPUT else np.asarray(warp_quad(photo, quad, BISENET_INPUT))
     x = torch.from_numpy(to_parse.astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1)[None]
@@ -65,22 +68,25 @@ def parse_photo(
 
 
 def auto_mask_face(
-    path: str | os.PathLike, size: int, label_set: LabelSet = CELEBAMASK_HQ
+    path: str | os.PathLike,
+    size: int,
+    label_set: LabelSet = CELEBAMASK_HQ,
+    notify: Callable[[str], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A photo as a pipeline input: the aligned crop (3, size, size) in [-1, 1] and its labels
     (size, size), for `scadm edit --mask auto`. `label_set` is the model's: automatic masks are
-    CelebAMask-HQ's."""
+    CelebAMask-HQ's. `notify`: as for parse_photo."""
     if label_set != CELEBAMASK_HQ:
         raise InputError(
             f"mask 'auto' gives CelebAMask-HQ labels, but this model has "
             f"{label_set.num_classes} other classes; give a mask file"
         )
-    rgb, labels = parse_photo(path, size=size)
+    rgb, labels = parse_photo(path, size=size, notify=notify)
     x = torch.from_numpy(rgb.astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1)
     return x.contiguous(), torch.from_numpy(labels)
 
 
-def _check_face_side(side: float, name: str) -> None:
+def _check_face_side(side: float, name: str, notify: Callable[[str], None] | None) -> None:
     """Refuse a face under MIN_FACE_SIDE px; announce one the parser sees upsampled."""
     if side < MIN_FACE_SIDE:
         raise InputError(
@@ -89,14 +95,15 @@ def _check_face_side(side: float, name: str) -> None:
             f"{BISENET_INPUT} px input, its labels are guesses): give a photo where the face is larger"
         )
     if side < BISENET_INPUT:
-        warnings.warn(
-            ScadmWarning(
-                f"{name}: the face's crop square is {side:.0f} px in the photo, upsampled "
-                f"{BISENET_INPUT / side:.1f}x to the parser's {BISENET_INPUT} px input; small parts "
-                "(glasses, eyes, brows) may be missed"
-            ),
-            stacklevel=3,
+        notice = (
+            f"{name}: the face's crop square is {side:.0f} px in the photo, upsampled "
+            f"{BISENET_INPUT / side:.1f}x to the parser's {BISENET_INPUT} px input; small parts "
+            "(glasses, eyes, brows) may be missed"
         )
+        if notify is None:
+            warnings.warn(ScadmWarning(notice), stacklevel=3)
+        else:
+            notify(notice)
 
 
 def _as_rgb(image: Image.Image | str | os.PathLike) -> Image.Image:

@@ -97,13 +97,14 @@ def auto_mask_upload(image_path: str | Path, label_set: LabelSet, size: int, rol
     """An uploaded photo without a mask: aligned and labelled by the face parser (`scadm parse`,
     the `parse` extras), for models with CelebAMask-HQ's classes."""
     what = f"{role} image {Path(image_path).name}"
+    notes = [f"{role}: aligned and parsed automatically (BiSeNet, non-commercial CelebAMask-HQ weights)"]
     with _named({image_path: what}):
         _check_upload(Path(image_path), what)
         from scadm.parsing.photo import auto_mask_face
 
-        image, labels = auto_mask_face(image_path, size, label_set)
-    note = f"{role}: aligned and parsed automatically (BiSeNet, non-commercial CelebAMask-HQ weights)"
-    return Face(to_uint8(image), labels.numpy(), f"uploaded {role}, automatic mask"), [note]
+        image, labels = auto_mask_face(image_path, size, label_set, notify=notes.append)
+    notes = [_rename(note, {image_path: what}) for note in notes]
+    return Face(to_uint8(image), labels.numpy(), f"uploaded {role}, automatic mask"), notes
 
 
 @contextlib.contextmanager
@@ -113,10 +114,13 @@ def _named(names: dict):
     try:
         yield
     except InputError as err:
-        message = str(err)
-        for path, name in names.items():
-            message = message.replace(str(path), name).replace(str(Path(path)), name)
-        raise InputError(message) from None
+        raise InputError(_rename(str(err), names)) from None
+
+
+def _rename(message: str, names: dict) -> str:
+    for path, name in names.items():
+        message = message.replace(str(path), name).replace(str(Path(path)), name)
+    return message
 
 
 def _check_upload(path: Path, what: str) -> tuple[int, int]:
