@@ -13,10 +13,10 @@ from scadm.data.synthetic import swap_parts
 from scadm.evaluate.context import Evaluation
 from scadm.evaluate.data import reference_index
 from scadm.evaluate.paper import (
-    LOCALITY_COLUMNS,
     against_target,
     before_swap,
     locality,
+    locality_columns,
     modes,
     partial_swaps,
     reconstructions,
@@ -36,7 +36,7 @@ def run_disentanglement(ev: Evaluation, figures: Path) -> ProtocolResult:
     o = ev.options
     base = o.render
     axes = [base.replace(steps=s, guidance=g) for s in o.axis_steps for g in o.axis_guidance]
-    rows, table_rows = [], []
+    rows, table_rows, columns = [], [], locality_columns(ev)
     for model in ev.models:
         for rs in axes:
             for set_name, names in o.part_sets.items():
@@ -58,8 +58,7 @@ def run_disentanglement(ev: Evaluation, figures: Path) -> ProtocolResult:
                         }
                     )
                     table_rows.append(
-                        [model.name, set_name, mode, rs.steps, rs.guidance, loc["count"]]
-                        + [loc[f] for f in LOCALITY_COLUMNS]
+                        [model.name, set_name, mode, rs.steps, rs.guidance, loc["count"]] + [loc[f] for f in columns]
                     )
     figs = _plots(ev, rows, figures)
     figs.append(_grid(ev, figures))
@@ -72,7 +71,7 @@ def run_disentanglement(ev: Evaluation, figures: Path) -> ProtocolResult:
             "steps",
             "g",
             "faces",
-            *LOCALITY_COLUMNS.values(),
+            *columns.values(),
         ],
         table_rows,
         "inside / leakage: mean |swap - reconstruction| inside / outside the parts (same seed and "
@@ -100,11 +99,11 @@ def run_disentanglement(ev: Evaluation, figures: Path) -> ProtocolResult:
 
 def _comparison(ev: Evaluation, rows: list[dict]) -> Table:
     """Models side by side at the main render settings (the ablation table)."""
-    rs = ev.options.render
+    rs, columns = ev.options.render, locality_columns(ev)
     at = [r for r in rows if r["steps"] == rs.steps and r["guidance"] == rs.guidance] or rows
     steps, g = at[0]["steps"], at[0]["guidance"]
     body = [
-        [r["parts"], r["model"], r["mode"]] + [r[f] for f in LOCALITY_COLUMNS]
+        [r["parts"], r["model"], r["mode"]] + [r[f] for f in columns]
         for r in at
         if r["steps"] == steps and r["guidance"] == g
     ]
@@ -115,7 +114,7 @@ def _comparison(ev: Evaluation, rows: list[dict]) -> Table:
             "parts",
             "model",
             "mode",
-            *LOCALITY_COLUMNS.values(),
+            *columns.values(),
         ],
         body,
     )

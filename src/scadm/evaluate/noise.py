@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from scadm.evaluate.context import Evaluation, Model, RenderItem
+from scadm.evaluate.published import lpips_summary
 from scadm.evaluate.report import ProtocolResult, Table, line_plot
 from scadm.evaluate.timing import seconds_per_image
 from scadm.figures import save_grid
@@ -111,7 +112,7 @@ def run_noise(ev: Evaluation, figures: Path) -> ProtocolResult:
             "whole pipeline." + ("" if gpu else " CPU: ratios only."),
         ),
         Table(
-            f"LPIPS diversity ({o.lpips_net}), paper: SCA-DM 0.33, SDM 0.42",
+            f"LPIPS diversity ({o.lpips_net}), paper: {lpips_summary()}",
             ["model", "masks", "samples per mask", "LPIPS ↑"],
             [
                 [m, min(o.diversity_masks, len(ev.faces)), o.diversity_samples, r["lpips_diversity"]]
