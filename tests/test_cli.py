@@ -258,7 +258,7 @@ def _sample(root, *extra):
         ("--guidance", "inf", "--guidance: must be a finite number"),
         ("--eta", "2", "--eta: must be a number in [0, 1]"),
         ("--steps", "0", "--steps: must be an integer in 1..1000"),
-        ("--sampler", "euler", "--sampler: must be one of ddim, ddpm, dpm++"),
+        ("--sampler", "euler", "--sampler: must be one of ddim, ddpm, dpm++, unipc"),
         ("--dtype", "fp8", "--dtype: must be one of"),
     ],
 )

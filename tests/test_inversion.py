@@ -58,7 +58,7 @@ def test_inversion_round_trip_reconstructs_z0(tiny_pipe, one_thread):
     assert errors[2] < errors[1] < errors[0] and errors[2] < 2e-3 and errors[0] > 0.05
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "dpm++"])
+@pytest.mark.parametrize("sampler", ["ddim", "dpm++", "unipc"])
 def test_keeping_nothing_is_the_plain_sampler_and_keeping_all_is_z0(tiny_pipe, one_thread, sampler):
     image, labels = _target(tiny_pipe)
     eps_fn = _eps_fn(tiny_pipe, image, labels, 1.2)

@@ -61,7 +61,7 @@ def test_render_check_flags_exactly_the_samples_with_non_finite_pixels():
     check_rendered(images[[0, 3, 4, 5]], [0, 1, 2, 3])
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpm++"])
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpm++", "unipc"])
 def test_every_sampler_renders_images_in_range(tiny_pipe, faces, sampler):
     image, labels = faces[0]
     out = tiny_pipe(
@@ -264,7 +264,7 @@ def test_output_types_are_one_render(tiny_pipe, faces, monkeypatch):
         tiny_pipe(labels[None], style, output_type="jpeg")
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpm++"])
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpm++", "unipc"])
 def test_step_callback_sees_every_step_and_may_replace_latents(tiny_pipe, faces, sampler):
     image, labels = faces[0]
     style = tiny_pipe.encode_style(image[None], labels[None])

@@ -11,6 +11,10 @@ their float32 `alphas_cumprod` (`scadm.schedule.NoiseSchedule`):
   via diffusers' `DDPMScheduler`; its last step lands on alpha_bar = 1 (the clean sample).
 * "dpm++": DPM-Solver++(2M) (Lu et al. 2022) via diffusers' `DPMSolverMultistepScheduler`; ends at
   alpha_bar_0, as DDIM does (at order 1 it is DDIM).
+* "unipc": UniPC (Zhao et al. 2023; data prediction, B(h) = e^h - 1, order 2 with its corrector)
+  via diffusers' `UniPCMultistepScheduler`; ends at alpha_bar_0 too. Like DPM-Solver++ it solves the
+  probability-flow ODE from eps alone, so an eps or a v model (whose v the pipeline turns into eps)
+  fits it exactly.
 """
 
 from collections.abc import Callable, Iterable, Sequence
@@ -18,6 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 from diffusers.schedulers.scheduling_dpmsolver_multistep import DPMSolverMultistepScheduler
+from diffusers.schedulers.scheduling_unipc_multistep import UniPCMultistepScheduler
 from tqdm.auto import tqdm
 
 from scadm.errors import InputError
@@ -30,7 +35,7 @@ Progress = bool | Callable[[int, int], None]  # tqdm on/off, or a callback(steps
 #: timestep the step started from; the pipeline's `callback_on_step_end` runs through it
 OnStep = Callable[[int, int, torch.Tensor], torch.Tensor]
 # The diffusers schedulers make_scheduler builds (SchedulerMixin declares neither step nor set_timesteps).
-Scheduler = DDPMScheduler | DPMSolverMultistepScheduler
+Scheduler = DDPMScheduler | DPMSolverMultistepScheduler | UniPCMultistepScheduler
 
 DEFAULT = RenderSettings()
 
@@ -206,7 +211,7 @@ def sample_ddim(
 
 
 def make_scheduler(schedule: NoiseSchedule, sampler: str, **config) -> Scheduler:
-    """The diffusers scheduler of `sampler` ("ddpm" or "dpm++") on the authors' schedule exactly.
+    """The diffusers scheduler of `sampler` ("ddpm", "dpm++" or "unipc") on the authors' schedule exactly.
 
     Same betas ("scaled_linear" is diffusers' name for LDM's sqrt-spaced schedule), then the
     float32 cumulative product replaced by ours: diffusers computes it in float32 (up to ~15 ulp
@@ -228,8 +233,11 @@ def make_scheduler(schedule: NoiseSchedule, sampler: str, **config) -> Scheduler
     elif sampler == "dpm++":  # "sigma_min": the last step lands on alpha_bar_0, where DDIM ends
         options = dict(algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="sigma_min")
         scheduler = DPMSolverMultistepScheduler(**{**base, **options, **config})
+    elif sampler == "unipc":  # diffusers' defaults (bh2, order 2, corrector on), ending where DDIM ends
+        options = dict(predict_x0=True, solver_type="bh2", solver_order=2, final_sigmas_type="sigma_min")
+        scheduler = UniPCMultistepScheduler(**{**base, **options, **config})
     else:
-        raise InputError(f"sampler: no diffusers scheduler for {sampler!r}; use 'ddpm' or 'dpm++'")
+        raise InputError(f"sampler: no diffusers scheduler for {sampler!r}; use 'ddpm', 'dpm++' or 'unipc'")
     scheduler.alphas_cumprod = schedule.alphas_cumprod.clone()
     return scheduler
 
@@ -249,24 +257,54 @@ def sample_scheduler(
 
     The grid is passed explicitly because diffusers' own "leading" spacing differs from the
     authors': DDPMScheduler has their stride but S steps exactly and crashes at S = 1000 with
-    `steps_offset=1`; DPMSolverMultistepScheduler uses stride T // (S + 1).
+    `steps_offset=1`; DPMSolverMultistepScheduler and UniPCMultistepScheduler use stride T // (S + 1).
     """
-    scheduler.set_timesteps(timesteps=sorted(timesteps, reverse=True))
+    set_grid(scheduler, timesteps)
     noise_generators = list(generators) if generators is not None else None
     x = x_T
     for n, t in enumerate(_steps(scheduler.timesteps.tolist(), progress, type(scheduler).__name__)):
         eps = eps_fn(x, torch.full((x.shape[0],), t, device=x.device))
-        # diffusers annotates `generator` as one Generator; its noise (randn_tensor) takes one per sample
-        x = scheduler.step(
-            eps,
-            t,
-            x,
-            generator=noise_generators,  # type: ignore[arg-type]
-            return_dict=False,
-        )[0]
+        if isinstance(scheduler, UniPCMultistepScheduler):  # adds no noise, takes no generator
+            x = scheduler.step(eps, t, x, return_dict=False)[0]
+        else:  # diffusers annotates `generator` as one Generator; its randn_tensor takes one per sample
+            x = scheduler.step(eps, t, x, generator=noise_generators, return_dict=False)[0]  # type: ignore[arg-type,call-arg]
         if on_step is not None:
-            x = on_step(n, t, x)
+            replaced = on_step(n, t, x)
+            if isinstance(scheduler, UniPCMultistepScheduler) and replaced is not x and not torch.equal(replaced, x):
+                # UniPC's corrector rebuilds the next step's input from this step's: it would undo the
+                # replacement, so that step takes the replaced state as it is
+                scheduler.disable_corrector.append(n)
+            x = replaced
     return x
+
+
+def set_grid(scheduler: Scheduler, timesteps: Sequence[int]) -> None:
+    """Put `scheduler` on the grid `timesteps` (ascending), as its `set_timesteps` would.
+
+    DDPM and DPM-Solver++ take a custom grid. UniPC's `set_timesteps` takes only a step count (its
+    "leading" grid has stride T // (S + 1), not the authors'), so it sets its own grid of the same
+    length and then gets ours, with the sigmas its default branch derives from a grid:
+    sqrt((1 - abar) / abar) at each timestep, in float32, then the final sigma (abar_0's, for
+    final_sigmas_type="sigma_min"). tests/test_sampling.py proves this equals `set_timesteps` on
+    diffusers' own grid, bit for bit.
+    """
+    descending = sorted(timesteps, reverse=True)
+    if isinstance(scheduler, UniPCMultistepScheduler):
+        _set_unipc_grid(scheduler, descending)
+    else:
+        scheduler.set_timesteps(timesteps=descending)  # type: ignore[call-arg]
+
+
+def _set_unipc_grid(scheduler: UniPCMultistepScheduler, descending: list[int]) -> None:
+    if scheduler.config["final_sigmas_type"] != "sigma_min":
+        raise InputError("scheduler: UniPC on a custom grid needs final_sigmas_type='sigma_min'")
+    scheduler.set_timesteps(len(descending))  # resets its multistep state
+    scheduler.disable_corrector = list(scheduler.config["disable_corrector"])  # its own (appended to)
+    abar = scheduler.alphas_cumprod
+    sigmas = ((1 - abar) / abar) ** 0.5
+    t = torch.tensor(descending, dtype=torch.int64)
+    scheduler.timesteps = t
+    scheduler.sigmas = torch.cat([sigmas[t], sigmas[:1]]).float()
 
 
 def _check(x_T: torch.Tensor, sampler: str, eta: float, generators: Sequence[torch.Generator] | None) -> None:
@@ -293,7 +331,7 @@ def sample(
     """Denoise `x_T` into a sample with one of `SAMPLERS` on the authors' grid (`ddim_timesteps`).
 
     `num_steps` is the authors' S (it sets the stride T // S, so a few more model calls may run).
-    `eta` is DDIM's (0: deterministic, 1: DDPM-like noise); "ddpm" and "dpm++" ignore it.
+    `eta` is DDIM's (0: deterministic, 1: DDPM-like noise); the other samplers ignore it.
     `generators` (one per sample, as used to draw `x_T`) feed the stochastic samplers, so a sample
     depends on its own seed only. `progress`: True for a tqdm bar, or a callback(steps_done, total).
     `on_step(step_index, t, x) -> x` sees (and may replace) the state after every step.

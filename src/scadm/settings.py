@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from scadm.errors import InputError
 
-SAMPLERS = ("ddim", "ddpm", "dpm++")  # scadm.sampling runs them
+SAMPLERS = ("ddim", "ddpm", "dpm++", "unipc")  # scadm.sampling runs them
 GUIDANCE_SCALE = 1.2  # the paper's "s = 1.2" in the code's convention (see `scadm.sampling.guide`)
 #: the most steps a sampler can take: one per training timestep of the authors' schedule (T = 1000;
 #: the sampler checks against the model's own T)
@@ -36,7 +36,7 @@ class RenderSettings:
 
     steps: the sampler's S (the authors' grid, stride T // S); guidance: classifier-free guidance
     g in the authors' code convention (1 = off; the paper's "s = 1.2" is g = 1.2, see
-    `scadm.sampling.guide`); eta: DDIM's noise (0 deterministic .. 1 DDPM-like; ddpm and dpm++
+    `scadm.sampling.guide`); eta: DDIM's noise (0 deterministic .. 1 DDPM-like; the other samplers
     ignore it); seed: of the first sample, sample i uses seed + i; dtype: the networks' precision.
     """
 
