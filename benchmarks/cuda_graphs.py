@@ -1,118 +1,98 @@
-"""CUDA graphs for fixed-shape sampling: every step of an edit launches the same kernels on the
-same shapes, so one captured UNet step is replayed with the new x and t copied into its input
-buffers (no Python or launch overhead per kernel). A new edit's condition of the same shapes is
-copied into the captured one; other shapes or one-hot flags capture again.
+"""CUDA graphs against the eager path, on a GPU: `python -m benchmarks.cuda_graphs`.
 
-CUDA only; exercised by benchmarks/gpu.sh (the CPU has no graphs to capture).
+`SCADMPipeline.enable_cuda_graphs` (scadm.models.cuda_graphs) must render what the eager pipeline
+renders. For each sampler: the same edit (styles, mask, seed) eager and graphed; a second edit of
+the same shapes (other mask and styles: the captured graph replays with the new condition copied
+in, no capture); an edit of another batch size (captures again). Each compared with its eager
+render: the same kernels replayed give the same numbers (expected: identical; allowed: the
+dtype's rounding, in case a library picks other kernels under capture). Also timed: capture, and
+an edit eager vs graphed (median of `--repeats`, after a warm-up). Exit status 1 if a render
+differs beyond the tolerance. A CPU is refused by the library, in one line.
+
+    python -m benchmarks.cuda_graphs --config face --out graphs.json      # in benchmarks/gpu.sh
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
-from unittest import mock
+import argparse
+import json
+import statistics
+import sys
 
 import torch
-from torch import nn
 
-from scadm.models import unet as unet_module
-from scadm.models.unet import UNetCondition
+from benchmarks import setups
+from scadm.errors import InputError
+from scadm.evaluate.timing import timed
 
-WARMUP_ITERS = 3  # on a side stream before capture, as torch.cuda.graphs recommends
-
-
-def _tensors(tree) -> list[torch.Tensor]:
-    if isinstance(tree, torch.Tensor):
-        return [tree]
-    if isinstance(tree, (list, tuple)):
-        return [t for item in tree for t in _tensors(item)]
-    return []
+# relative L2 error allowed between graphed and eager renders: float32 ~ a few ulp per op over a
+# sampler run; bf16 as its fast-path tests (tests/test_fast_paths.py BF16_REL). Expected: 0.
+TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 3e-2}
 
 
-def _flags(tree) -> list:
-    """The non-tensor leaves (one-hot flags, empty slots): a graph is valid only for the same ones."""
-    if isinstance(tree, (list, tuple)):
-        return [f for item in tree for f in _flags(item)]
-    return [] if isinstance(tree, torch.Tensor) else [tree]
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.cuda_graphs", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default="face", choices=sorted(setups.CONFIGS))
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
+    p.add_argument("--samplers", default="ddim,dpm++,unipc")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--out", default="cuda_graphs.json")
+    args = p.parse_args(argv)
+    device, dtype = torch.device(args.device), {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
+    pipe = setups.build_pipeline(args.config).to(device, dtype)
+    try:
+        pipe.enable_cuda_graphs()
+    except InputError as err:
+        print(err)
+        return 2
+    record = dict(command="python -m benchmarks.cuda_graphs " + " ".join(argv or sys.argv[1:]), rows=[])
+    record["device"] = torch.cuda.get_device_name(device)
+    edits = {
+        name: edit(pipe, batch, seed) for name, batch, seed in (("first", 1, 0), ("second", 1, 1), ("batch 2", 2, 2))
+    }
+    failed = False
+    for sampler in args.samplers.split(","):
+
+        def render(name, sampler=sampler):
+            labels, style = edits[name]
+            return pipe(labels, style, num_inference_steps=args.steps, sampler=sampler, seed=0, output_type="latent")
+
+        row: dict = dict(sampler=sampler, steps=args.steps, dtype=args.dtype)
+        pipe.disable_cuda_graphs()
+        eager = {name: render(name).float() for name in edits}
+        pipe.enable_cuda_graphs()
+        row["capture_and_first_edit_s"] = timed(lambda: render("first"), device)
+        graph = pipe._graphs.graph
+        for name in edits:
+            out = render(name).float()
+            err = float((out - eager[name]).norm() / eager[name].norm())
+            row[f"{name}: rel err"], row[f"{name}: identical"] = err, bool(torch.equal(out, eager[name]))
+            failed |= not err <= TOLERANCE[dtype]
+            if name == "second":  # same shapes: the first edit's graph, replayed
+                row["second: reused the graph"] = pipe._graphs.graph is graph
+                failed |= pipe._graphs.graph is not graph
+        for mode in ("eager", "graphs"):
+            pipe.enable_cuda_graphs() if mode == "graphs" else pipe.disable_cuda_graphs()
+            render("first")  # warm-up (the capture, for graphs)
+            row[f"{mode}_edit_s"] = statistics.median(
+                timed(lambda: render("first"), device) for _ in range(args.repeats)
+            )
+        row["speedup"] = row["eager_edit_s"] / row["graphs_edit_s"]
+        record["rows"].append(row)
+        print(json.dumps(row), flush=True)
+        with open(args.out, "w") as f:
+            json.dump(record, f, indent=1)
+    print("FAILED: a graphed render differs from the eager one" if failed else "ok: graphed renders equal eager ones")
+    return int(failed)
 
 
-@contextlib.contextmanager
-def _device_frequencies(device):
-    """The time embedding builds its frequencies on the CPU and copies them over (as the authors'
-    does), and a copy from pageable memory cannot be captured. During capture the same float32
-    frequencies, computed the same way once, already sit on the device."""
-    original = unet_module.timestep_embedding
-    cache = {}
-
-    def embedding(timesteps, dim, max_period=10_000):
-        if dim not in cache:
-            half = dim // 2
-            freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
-            assert torch.equal(original(torch.ones(1), dim)[0, :half], torch.cos(freqs)), "formula changed"
-            cache[dim] = freqs.to(device)
-        args = timesteps.float()[:, None] * cache[dim][None]
-        out = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-        return torch.nn.functional.pad(out, (0, dim % 2))
-
-    with mock.patch.object(unet_module, "timestep_embedding", embedding):
-        yield
+def edit(pipe, batch: int, seed: int):
+    """Labels and the styles of a random image under them: one edit's inputs."""
+    labels, image = setups.inputs(pipe, batch, pipe.device, seed)
+    return labels, pipe.encode_style(image, labels)
 
 
-class GraphedUNet(nn.Module):
-    """Wraps a SCADMUNet; `forward(x, t, condition=...)` replays a captured step. Calls without a
-    condition (training, reference) go to the UNet itself."""
-
-    def __init__(self, unet: nn.Module):
-        super().__init__()
-        self.unet = unet
-        self.graph = None
-
-    @property
-    def config(self):
-        return self.unet.config
-
-    @property
-    def dtype(self):
-        return self.unet.dtype
-
-    def condition(self, *args, **kwargs) -> UNetCondition:
-        return self.unet.condition(*args, **kwargs)
-
-    def forward(self, x, t, context=None, mask=None, *, condition: UNetCondition | None = None, hard=None):
-        if condition is None:
-            return self.unet(x, t, context, mask, hard=hard)
-        key = (
-            tuple(x.shape),
-            x.dtype,
-            tuple(t.shape),
-            condition.size,
-            [tuple(c.shape) for c in _tensors(condition.steps)],
-            _flags(condition.steps),
-        )
-        if self.graph is None or key != self.key:
-            self._capture(x, t, condition, key)
-        elif condition is not self.condition_in:
-            for dst, src in zip(
-                _tensors([self.condition_in.context, self.condition_in.steps]),
-                _tensors([condition.context, condition.steps]),
-                strict=True,
-            ):
-                dst.copy_(src)
-        self.x_in.copy_(x)
-        self.t_in.copy_(t)
-        self.graph.replay()
-        return self.out.clone()
-
-    def _capture(self, x, t, condition, key):
-        self.x_in, self.t_in, self.key = x.clone(), t.clone(), key
-        self.condition_in = condition
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with _device_frequencies(x.device):
-            with torch.cuda.stream(stream):
-                for _ in range(WARMUP_ITERS):
-                    self.unet(self.x_in, self.t_in, condition=condition)
-            torch.cuda.current_stream().wait_stream(stream)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.out = self.unet(self.x_in, self.t_in, condition=condition)
+if __name__ == "__main__":
+    sys.exit(main())

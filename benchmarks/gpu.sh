@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# One call on a lent GPU (about 8 minutes on an H200 at the face config): every case of
+# One call on a lent GPU (about 9 minutes on an H200 at the face config): every case of
 # benchmarks/run.py, the authors' execution ("reference") interleaved with scadm's variants, JSON
 # and logs under $OUT (default ./bench-out). Stages run under their own time limits, so a stage
 # that overruns (compilation) loses only its own numbers; each stage's JSON is written as it ends.
 #
-#   bash benchmarks/gpu.sh                       # the face config, sized for one 8-minute call
+#   bash benchmarks/gpu.sh                       # the face config, sized for one 9-minute call
 #   CONFIG=toy DEVICE=cpu bash benchmarks/gpu.sh # the dry run on a CPU (minutes; compiling dominates)
 #
 # Needs torch, diffusers, accelerate, tqdm, pyyaml, safetensors. The lent H200's image has all but
@@ -30,9 +30,9 @@ $PY -c "import diffusers" || { echo "diffusers missing: carry it as a wheel (see
 GRAPHS=,bf16+graphs
 [ "$DEVICE" = cpu ] && GRAPHS=   # CUDA graphs exist only on a GPU
 if [ "$CONFIG" = face ]; then
-  BIG=64; TRAIN=1,16; STEPS=20,50; REPEATS=5; WARMUP=2; LIMITS=(190 110 170)   # seconds per stage
+  BIG=64; TRAIN=1,16; STEPS=20,50; REPEATS=5; WARMUP=2; LIMITS=(190 110 150 80)   # seconds per stage
 else  # the dry run: every stage and variant once, quickly
-  BIG=2; TRAIN=1; STEPS=2; REPEATS=1; WARMUP=1; LIMITS=(600 600 600)
+  BIG=2; TRAIN=1; STEPS=2; REPEATS=1; WARMUP=1; LIMITS=(600 600 600 600)
 fi
 
 { nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv 2>/dev/null || true
@@ -47,6 +47,14 @@ run() {  # stage name, time limit, arguments of benchmarks.run
   echo "rc=$?"; tail -n 25 "$OUT/$name.log"
 }
 
+# 0. CUDA graphs (SCADMPipeline.enable_cuda_graphs) against the eager path: the same edits, equal
+#    renders, graph reuse, eager vs graphed edit time (DDIM, DPM-Solver++, UniPC at 20 steps)
+if [ "$DEVICE" != cpu ]; then
+  echo "== graphs (limit ${LIMITS[3]}s)"
+  timeout --signal=INT "${LIMITS[3]}" $PY -m benchmarks.cuda_graphs --config "$CONFIG" --device "$DEVICE" \
+    --out "$OUT/graphs.json" > "$OUT/graphs.log" 2>&1
+  echo "rc=$?"; tail -n 8 "$OUT/graphs.log"
+fi
 # 1. inference: UNet step at batch 1 and $BIG (FLOPs, % of the matmul rate, error vs reference),
 #    style encoder, VQ decode, whole edits with DDIM and DPM-Solver++ at batch 1; CUDA graphs
 run inference "${LIMITS[0]}" --variants reference,fp32,bf16,bf16+cl$GRAPHS --batches 1,$BIG \

@@ -25,6 +25,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks import setups
+from scadm.errors import InputError
 from scadm.evaluate.timing import timed
 
 
@@ -141,7 +142,10 @@ def main(argv=None) -> int:
     )
 
     pipe = setups.build_pipeline(args.config)
-    variants = setups.make_variants(names, pipe, device)
+    try:
+        variants = setups.make_variants(names, pipe, device)
+    except InputError as err:  # e.g. bf16+graphs off CUDA
+        p.error(str(err))
     by_name = {v.name: v for v in variants}
     rows = record["rows"]
 

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from authors_execution import authors_unet_forward
 
+from scadm.errors import InputError
+from scadm.models.cuda_graphs import CUDAGraphedUNet, graph_key, weights_key
 from scadm.models.unet import SCADMUNet
 from scadm.sampling import guided_eps_fn
 
@@ -147,3 +149,45 @@ def test_training_gradients_match_the_authors_execution(unet):
             # a parameter's gradient sums over the batch and the grid: 1e-4 relative, with an
             # absolute floor for entries that cancel to ~0
             torch.testing.assert_close(g_fast, ref[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+# --- CUDA graphs (the replay itself runs on a GPU only: benchmarks/cuda_graphs.py) -------------
+
+
+def test_a_step_from_its_time_features_is_the_step(unet):
+    """What a CUDA graph captures (`denoise`) computes `forward` exactly, from features computed
+    outside the graph."""
+    x, t, context, mask = guided_inputs(8)
+    condition = unet.condition(context, mask, (SIZE, SIZE))
+    assert torch.equal(unet.denoise(x, unet.time_features(t), condition), unet(x, t, condition=condition))
+
+
+def test_a_graph_is_reused_for_the_same_shapes_and_flags_only(unet):
+    x, t, context, mask = guided_inputs(9)
+    features = unet.time_features(t)
+    key = graph_key(x, features, unet.condition(context, mask, (SIZE, SIZE)))
+    other_edit = unet.condition(torch.randn_like(context), mask.roll(3, dims=-1), (SIZE, SIZE))
+    assert graph_key(x, features, other_edit) == key  # same shapes, one-hot: replayed with its values
+    soft = unet.condition(context, mask * 0.5, (SIZE, SIZE))  # not one-hot: another kernel path
+    assert graph_key(x, features, soft) != key
+    half = unet.condition(context[:B], mask[:B], (SIZE, SIZE))
+    assert graph_key(x[:B], features[:B], half) != key
+    assert graph_key(x.double(), features, unet.condition(context, mask, (SIZE, SIZE))) != key
+
+
+def test_new_weights_are_seen_and_copied_values_are_not():
+    """A graph replays the addresses it captured: a cast or move must capture again, an in-place
+    load (same storage) must not."""
+    net = SCADMUNet(model_channels=32, channel_mult=(1,), attention_resolutions=(), num_res_blocks=1, num_classes=C)
+    key = weights_key(net)
+    net.load_state_dict({k: v + 1 for k, v in net.state_dict().items()})
+    assert weights_key(net) == key
+    assert weights_key(net.to(torch.float64)) != key
+
+
+def test_cuda_graphs_are_refused_off_cuda_in_one_line(tiny_pipe, unet):
+    with pytest.raises(InputError, match=r"^enable_cuda_graphs: CUDA graphs need a CUDA device, the model is on cpu$"):
+        tiny_pipe.enable_cuda_graphs()
+    with pytest.raises(InputError, match="CUDA graphs need a CUDA device"):
+        CUDAGraphedUNet(unet)
+    assert tiny_pipe._graphs is None  # nothing half-enabled: renders stay eager

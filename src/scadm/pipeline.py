@@ -32,6 +32,7 @@ from .inversion import InversionCache, Trajectory, content_key, ddim_invert, kee
 from .io import to_uint8
 from .labels import LabelSet, label_set_from_config, one_hot
 from .models.autoencoder import decode, downsampling_factor, encode
+from .models.cuda_graphs import CUDAGraphedUNet, check_cuda
 from .models.loading import load_network
 from .models.style_encoder import StyleEncoder
 from .models.unet import SCADMUNet
@@ -75,6 +76,8 @@ class SCADMPipeline:
     unconditional: str = "zero"
     #: trajectories of recently inverted targets (region-preserving edits, `invert`)
     inversions: InversionCache = field(default_factory=InversionCache, repr=False, compare=False)
+    #: the UNet's sampler steps as captured CUDA graphs, when enabled (`enable_cuda_graphs`)
+    _graphs: CUDAGraphedUNet | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if self.unconditional not in UNCONDITIONAL_INPUTS:
@@ -114,7 +117,20 @@ class SCADMPipeline:
             # nn.Module's own `to`: diffusers' ModelMixin.to warns about "modules that should be kept
             # in float32" on every dtype cast, even when, as here, there are none
             torch.nn.Module.to(model, **moves)
+        if self._graphs is not None:
+            self._graphs.reset()  # captured on the old weights; the next render captures again
         return self
+
+    def enable_cuda_graphs(self) -> None:
+        """Replay every sampler step as one captured CUDA graph (`scadm.models.cuda_graphs`): no
+        Python or launch per kernel. The first render of a batch size, image size and mask kind
+        captures (a few steps' time); later renders of the same shapes reuse it. Results equal
+        the eager path's (benchmarks/cuda_graphs.py checks it on a GPU). CUDA only."""
+        check_cuda(self.device, "enable_cuda_graphs")
+        self._graphs = CUDAGraphedUNet(self.unet)
+
+    def disable_cuda_graphs(self) -> None:
+        self._graphs = None
 
     def save_pretrained(self, folder: str | Path) -> None:
         folder = Path(folder)
@@ -341,8 +357,15 @@ class SCADMPipeline:
             uncond = (style.blank, mask)
         f = downsampling_factor(self.vqvae)
         size = (mask.shape[-2] // f, mask.shape[-1] // f)
+        unet = self._step_unet()
+
+        def unet_state_io(x, t, condition):
+            """The UNet in its own dtype, with the sampler's state in and eps out in the state's dtype."""
+            eps = unet(x.to(self.dtype), t, condition=condition).to(x.dtype)
+            return self.schedule.eps_from_output(x, t, eps)
+
         return guided_eps_fn(
-            self._unet_state_io,
+            unet_state_io,
             (style.tokens, mask),
             uncond,
             guidance,
@@ -370,10 +393,14 @@ class SCADMPipeline:
             raise InputError(f"{what}: contains NaN or infinite values")
         return latents.to(self.device, self.state_dtype)
 
-    def _unet_state_io(self, x, t, condition):
-        """The UNet in its own dtype, with the sampler's state in and its eps out in the state's dtype."""
-        eps = self.unet(x.to(self.dtype), t, condition=condition).to(x.dtype)
-        return self.schedule.eps_from_output(x, t, eps)
+    def _step_unet(self) -> SCADMUNet | CUDAGraphedUNet:
+        """What runs a sampler step: the UNet, or its CUDA graphs (refused off CUDA)."""
+        if self._graphs is None:
+            return self.unet
+        if self._graphs.unet is not self.unet:  # the UNet was replaced since enable_cuda_graphs
+            self._graphs = CUDAGraphedUNet(self.unet)
+        check_cuda(self.device, "enable_cuda_graphs")
+        return self._graphs
 
     # ------------------------------------------------------------ region-preserving edits
 

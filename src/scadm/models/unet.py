@@ -239,13 +239,24 @@ class SCADMUNet(ModelMixin, ConfigMixin):  # type: ignore[misc]
         timesteps = self._check_inputs(x, timesteps)
         if condition is None:
             condition = self.condition(context, mask, x.shape[-2:], hard)
+        return self.denoise(x, self.time_features(timesteps), condition)
+
+    def time_features(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """The sinusoidal embedding of (B,) timesteps that `denoise` takes (float32; float64 for a
+        float64 model)."""
+        return timestep_embedding(timesteps, self.config.model_channels, dtype=self.dtype)
+
+    def denoise(self, x: torch.Tensor, features: torch.Tensor, condition: UNetCondition) -> torch.Tensor:
+        """`forward` from the timesteps' `time_features`. Split off for CUDA graphs
+        (`scadm.models.cuda_graphs`): the embedding's frequencies are built on the CPU and copied
+        over, as the authors' are, and a graph cannot capture a copy from pageable memory."""
         if condition.size != tuple(x.shape[-2:]) or condition.context.shape[0] != x.shape[0]:
             raise InputError(
                 f"condition: built for {condition.context.shape[0]} latents of "
                 f"{condition.size[0]}x{condition.size[1]}, got x {tuple(x.shape)}"
             )
         dtype = self.dtype
-        emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels, dtype=dtype).to(dtype))
+        emb = self.time_embed(features.to(dtype))
         h, context = x.to(dtype), condition.context
         step_conditions = iter(condition.steps)
         skips = []
