@@ -30,6 +30,7 @@ from PIL import Image
 
 from scadm.cli import main as scadm
 from scadm.demo import change_inside_outside
+from scadm.errors import ScadmError
 from scadm.io import read_mask
 from scadm.labels import CELEBAMASK_HQ, PART_ALIASES
 from scadm.shipped import SHIPPED, resolve_model
@@ -198,7 +199,10 @@ def main(argv=None) -> int:
     ap.add_argument("--zoom", type=int, default=3, help="enlarge 64 px cells this many times in the figure (default 3)")
     args = ap.parse_args(argv)
     start = time.monotonic()
-    report = run(args)
+    try:
+        report = run(args)
+    except ScadmError as err:  # e.g. --model realistic before its weights are installed
+        sys.exit(f"realistic_photos: error: {err}")
     seconds = time.monotonic() - start
     report["seconds"] = round(seconds, 1)
     out = Path(args.out)

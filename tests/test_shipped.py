@@ -7,7 +7,7 @@ import pytest
 from scadm import shipped
 from scadm.cli import main
 from scadm.errors import InputError
-from scadm.shipped import SHIPPED, model_help, resolve_model
+from scadm.shipped import SHIPPED, model_help, resolve_model, shipped_name
 
 
 @pytest.fixture()
@@ -33,6 +33,12 @@ def test_a_folder_path_is_returned_as_given(tmp_path):
     assert resolve_model(tmp_path) == tmp_path
     (tmp_path / "demo").mkdir()
     assert resolve_model(tmp_path / "demo") == tmp_path / "demo", "a path is not taken for a name"
+
+
+def test_a_shipped_folder_is_named_back_and_any_other_is_not(tmp_path):
+    assert shipped_name(resolve_model("demo")) == "demo"
+    assert shipped_name(str(shipped.ASSETS / "x" / ".." / "demo-procedural-64")) == "demo"
+    assert shipped_name(tmp_path) is None
 
 
 def test_an_installed_realistic_model_resolves(assets):

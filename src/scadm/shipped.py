@@ -63,6 +63,14 @@ def model_help(default: str | None = DEFAULT_MODEL) -> str:
     return f"a shipped model's name or a pipeline folder (from `scadm convert` or training){tail}. Names: {names}"
 
 
+def shipped_name(folder: str | os.PathLike) -> str | None:
+    """The short name of a shipped model's folder, None for any other folder: commands that a
+    program writes for later (the web editor's replay line) name a shipped model so, not by its
+    path inside this installation."""
+    folder = Path(folder).resolve()
+    return next((name for name, m in SHIPPED.items() if m.path.resolve() == folder), None)
+
+
 def resolve_model(model: str | os.PathLike | None, flag: str = "--model") -> Path:
     """The pipeline folder of a shipped model's name, of None (the default model), or `model` itself
     when it is not a name (a folder: its loader reports what is wrong with it)."""

@@ -33,7 +33,7 @@ from scadm.pipeline import SCADMPipeline
 from scadm.serve import editor
 from scadm.serve.editor import Face
 from scadm.settings import DTYPES, INTERACTIVE, SAMPLERS, RenderSettings, resolve_device
-from scadm.shipped import resolve_model
+from scadm.shipped import resolve_model, shipped_name
 
 log = logging.getLogger("scadm.serve")
 EXAMPLES = 8
@@ -76,6 +76,7 @@ class Models:
 
     def __init__(self, folder: str | Path, device: str):
         self.folder, self.device = str(folder), device
+        self.replay_model = shipped_name(folder) or self.folder  # what the bundle's replay line says
         self._pipes: dict[str, SCADMPipeline] = {}
 
     def __getitem__(self, dtype: str) -> SCADMPipeline:
@@ -331,7 +332,9 @@ def build_app(models: Models) -> gr.Blocks:
         result = editor.render(models[render.dtype], target, reference, labels, settings, progress=True)
         seconds = time.perf_counter() - start
         folder = outdir / f"{int(time.time() * 1000)}-{seed}"
-        paths = editor.write_bundle(folder, result, target, reference, labels, settings, label_set, model=models.folder)
+        paths = editor.write_bundle(
+            folder, result, target, reference, labels, settings, label_set, model=models.replay_model
+        )
         bundle = folder / "scadm-edit.zip"
         with zipfile.ZipFile(bundle, "w") as z:
             for p in paths.values():
