@@ -19,6 +19,7 @@ import json
 import platform
 import statistics
 import sys
+import time
 import traceback
 
 import torch
@@ -29,7 +30,7 @@ from scadm.errors import InputError
 from scadm.evaluate.timing import timed
 
 
-def matmul_tflops(device: torch.device, n: int, repeats: int) -> float:
+def matmul_tflops(device: torch.device, n: int, repeats: int, clock=timed) -> float:
     """bf16 n x n x n products on random data (never zeros), median over `repeats`; rotates among
     three operand pairs so that a cache does not hold them all."""
     pairs = [
@@ -38,7 +39,7 @@ def matmul_tflops(device: torch.device, n: int, repeats: int) -> float:
     ]
     for a, b in pairs:
         a @ b  # warm-up
-    times = [timed(lambda a=pairs[i % 3][0], b=pairs[i % 3][1]: a @ b, device) for i in range(repeats)]
+    times = [clock(lambda a=pairs[i % 3][0], b=pairs[i % 3][1]: a @ b, device) for i in range(repeats)]
     return 2 * n**3 / statistics.median(times) / 1e12
 
 
@@ -58,7 +59,15 @@ def device_name(device: torch.device) -> str:
     return f"{model}, {torch.get_num_threads()} torch threads"
 
 
-def measure(name, batch, makers: dict, device, repeats: int, warmup: int, extra=None) -> list[dict]:
+def cpu_timed(fn, device) -> float:
+    """CPU seconds of one call in this process: on a core shared with other work, what the call
+    would take with the core to itself (torch at one thread; wall time counts the others' turns)."""
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
+
+
+def measure(name, batch, makers: dict, device, repeats: int, warmup: int, extra=None, clock=timed) -> list[dict]:
     """Interleaved rounds over the variants of one case; a variant that fails is reported, not fatal."""
     fns, rows = {}, []
     # warm-up and timing in one grad mode: a compiled function guards on it and would recompile
@@ -77,7 +86,7 @@ def measure(name, batch, makers: dict, device, repeats: int, warmup: int, extra=
     with grad_mode():
         for _ in range(repeats):
             for variant, fn in fns.items():
-                times[variant].append(timed(fn, device))
+                times[variant].append(clock(fn, device))
     outputs = {}
     if name != "train step":  # every variant computes the same function: how far from the reference?
         with torch.no_grad():
@@ -112,6 +121,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--matmul-size", type=int, default=None, help="default 8192 on CUDA, 1024 on CPU")
     p.add_argument("--out", default="benchmark.json")
+    p.add_argument("--clock", default="wall", choices=["wall", "cpu"], help="cpu: process CPU time (one thread, CPU)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
@@ -119,6 +129,9 @@ def main(argv=None) -> int:
     unknown = set(names) - set(setups.VARIANTS)
     if unknown:
         p.error(f"--variants: unknown {', '.join(sorted(unknown))}")
+    if args.clock == "cpu" and (device.type != "cpu" or torch.get_num_threads() != 1):
+        p.error("--clock cpu: for a CPU device with one torch thread (OMP_NUM_THREADS=1)")
+    clock = cpu_timed if args.clock == "cpu" else timed
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32, in both executions
         torch.backends.cudnn.allow_tf32 = False
@@ -130,11 +143,12 @@ def main(argv=None) -> int:
         torch=torch.__version__,
         python=platform.python_version(),
         config=args.config,
+        clock=args.clock,
         variants=names,
         rows=[],
     )
     n = args.matmul_size or (8192 if device.type == "cuda" else 1024)
-    record["matmul_bf16_tflops"] = matmul_tflops(device, n, 20 if device.type == "cuda" else 5)
+    record["matmul_bf16_tflops"] = matmul_tflops(device, n, 20 if device.type == "cuda" else 5, clock)
     record["matmul_size"] = n
     print(
         f"# {record['device']}, torch {record['torch']}; bf16 matmul {n}^3: {record['matmul_bf16_tflops']:.3f} TFLOP/s",
@@ -163,6 +177,7 @@ def main(argv=None) -> int:
                 device,
                 args.repeats,
                 args.warmup,
+                clock=clock,
             )
             for r in found:
                 if "median_s" in r:
@@ -185,6 +200,7 @@ def main(argv=None) -> int:
                     device,
                     args.repeats,
                     args.warmup,
+                    clock=clock,
                 )
                 rows += found
                 print_rows(found, record)
@@ -200,6 +216,7 @@ def main(argv=None) -> int:
                         device,
                         args.repeats,
                         args.warmup,
+                        clock=clock,
                     )
                     rows += found
                     print_rows(found, record)
@@ -210,7 +227,7 @@ def main(argv=None) -> int:
             makers = {
                 v.name: (lambda v=v, b=b: setups.train_case(v, state, b)) for v in variants if v.name != "bf16+graphs"
             }
-            found = measure("train step", b, makers, device, args.repeats, args.warmup)
+            found = measure("train step", b, makers, device, args.repeats, args.warmup, clock=clock)
             for r in found:
                 if "median_s" in r:
                     r["images_per_s"] = b / r["median_s"]
