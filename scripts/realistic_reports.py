@@ -43,6 +43,7 @@ from scadm.evaluate.side_by_side import (
 
 PROTOCOLS = ("reconstruction", "swap", "partial-swap", "noise")
 PART_SETS = ("r_eye", "lips=u_lip,l_lip", "hair")
+PARTS = ("reconstruction and swaps", "noise-based generation")  # what each of `commands` runs
 FIGURES = (
     ("reconstruction-grid.png", "inputs, masks and reconstructions"),
     ("swap-grid.png", "targets, references and total swaps"),
@@ -68,17 +69,21 @@ def commands(args) -> list[list[str]]:
 def run_all(args) -> dict:
     """Run the evaluations; their wall and CPU seconds (this process's children)."""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    wall0, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    steps = []
     for command in commands(args):
         print("+", shlex.join(command), flush=True)
+        wall0, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
         if subprocess.run(command, env=env).returncode != 0:
             raise SystemExit(f"realistic_reports: failed: {shlex.join(command)}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        shown = shlex.join(["scadm", *command[len(args.scadm) :]])  # as the reports record it
+        steps.append({"command": shown, "wall_seconds": time.perf_counter() - wall0, "cpu_seconds": cpu})
     return {
-        "commands": [shlex.join(c) for c in commands(args)],
-        "wall_seconds": time.perf_counter() - wall0,
-        "cpu_seconds": cpu,
+        "invocation": shlex.join(["scripts/realistic_reports.py", *sys.argv[1:]]),
+        "commands": steps,
+        "wall_seconds": sum(s["wall_seconds"] for s in steps),
+        "cpu_seconds": sum(s["cpu_seconds"] for s in steps),
         "threads": env["OMP_NUM_THREADS"],
     }
 
@@ -99,6 +104,8 @@ def readme(records: dict[str, dict], run: dict) -> str:
     o, env = recon["options"], recon["environment"]
     render = f"{o['render']['sampler']} {o['render']['steps']} steps, g={o['render']['guidance']:g}"
     minutes = f"{run['wall_seconds'] / 60:.1f} min wall, {run['cpu_seconds'] / 60:.1f} min CPU"
+    each = "; ".join(f"{c['cpu_seconds'] / 60:.1f} for {p}" for c, p in zip(run["commands"], PARTS, strict=True))
+    masks = min(noise["options"]["diversity_masks"], noise["data"]["num"])
     lines = [
         f"# `{name}` on held-out generated realistic faces: the paper's experiments",
         "",
@@ -110,9 +117,9 @@ def readme(records: dict[str, dict], run: dict) -> str:
         "",
         f"Sized for one CPU core at 64 px: reconstruction, total and partial swaps on {recon['data']['num']} "
         f"faces, noise-based generation on {noise['data']['num']} masks at 50/100/200/1000 steps, "
-        f"LPIPS diversity on {noise['options']['diversity_masks']} masks x "
-        f"{noise['options']['diversity_samples']} samples; renders {render}. This run: {minutes} "
-        f"({env['device']}, OMP_NUM_THREADS={run['threads']}; a warm render cache makes it faster). "
+        f"LPIPS diversity on {masks} masks x {noise['options']['diversity_samples']} samples; renders "
+        f"{render}. This run: {minutes} ({each}; {env['device']}, OMP_NUM_THREADS={run['threads']}; "
+        "a warm render cache makes it faster). "
         "With so few images FID is strongly biased upwards: read it against the other rows only.",
         "",
         "## Side by side with the paper",
@@ -139,7 +146,8 @@ def readme(records: dict[str, dict], run: dict) -> str:
     lines += [f"![random styles](figures/noise-samples-{name}.png)", "", "*random styles, 4 seeds per mask*", ""]
     lines += ["## Reports", ""]
     lines += [f"- [{p}]({p}.md): every table of the protocol; every number in [{p}.json]({p}.json)" for p in PROTOCOLS]
-    lines += ["", "## Regenerate", "", "```bash", *run["commands"], "```", ""]
+    lines += ["", "## Regenerate", "", "```bash", run["invocation"], "```", "", "which runs:", "", "```bash"]
+    lines += [*(c["command"] for c in run["commands"]), "```", ""]
     return "\n".join(lines)
 
 

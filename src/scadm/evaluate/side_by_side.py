@@ -87,7 +87,8 @@ def fig8_side_by_side(records: dict[str, dict]) -> Table:
         rows,
         "Fig. 8 plots FID and time against the steps without printing the values (SCA-DM's FID "
         "is below SDM's at 50, 100 and 200 steps, not at 1000; SDM takes about 5x longer per "
-        "step); its LPIPS diversity is given in the text.",
+        "step); its LPIPS diversity is given in the text. Times on a CPU are ratios, and only rough "
+        "when the core is shared.",
     )
 
 
@@ -171,10 +172,10 @@ def model_card_lines(records: dict[str, dict]) -> list[str]:
             )
     n = noise["metrics"][name]
     fids = ", ".join(f"{_f(v['fid'])} at {s}" for s, v in sorted(n["steps"].items(), key=lambda kv: int(kv[0])))
-    o = noise["options"]
+    o, masks = noise["options"], min(noise["options"]["diversity_masks"], _num(noise))
     lines.append(
         f"- noise-based generation ({_num(noise)} masks): FID {fids} steps; LPIPS diversity "
-        f"{_f(n['lpips_diversity'], 2)} ({o['diversity_masks']} masks x {o['diversity_samples']} samples; "
+        f"{_f(n['lpips_diversity'], 2)} ({masks} masks x {o['diversity_samples']} samples; "
         f"the paper's SCA-DM {LPIPS_DIVERSITY['SCA-DM']})."
     )
     return lines
