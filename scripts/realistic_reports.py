@@ -9,9 +9,12 @@ made them). Writes OUT/<protocol>.{md,json}, OUT/figures/, OUT/README.md (the su
 with the paper), OUT/model-card.md (the "measured" lines for the model's MODEL_CARD.md) and
 OUT/run.json (commands and times). Renders are cached, so an interrupted run resumes.
 
-Sized for one CPU core (defaults: about 12 min of CPU with an empty cache at 64 px):
+Sized for one CPU core at 64 px: with an empty cache the demo model (the realistic model's
+architecture) took 2.4 min of CPU for reconstruction and swaps on 8 faces and 2.5 min for noise on
+4 masks; per face and mask that extrapolates to about 7.6 + 5.3 = 13 min at the defaults (32 faces,
+12 masks). On a shared core the wall time is longer; the README records both.
 
-    taskset -c 1 scripts/realistic_reports.py --model realistic --data data/stylegan-faces/64px
+    taskset -c 1 .venv/bin/python scripts/realistic_reports.py --model realistic --data data/stylegan-faces/64px
 
 Needs `make setup` (metrics) and `make parse-extras` (BiSeNet). --report-only rebuilds the three
 summary files from the JSON reports already in OUT.
@@ -173,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("reports/realistic"))
     p.add_argument("--cache", help="render cache (default scadm's)")
     p.add_argument("--num", type=int, default=32, help="faces for reconstruction and swaps (default 32)")
-    p.add_argument("--noise-num", type=int, default=16, help="masks for noise-based generation (default 16)")
+    p.add_argument("--noise-num", type=int, default=12, help="masks for noise-based generation (default 12)")
     p.add_argument("--steps", type=int, default=25, help="DDIM steps of every render but the noise protocol's")
     p.add_argument("--scadm", default=f"{sys.executable} -m scadm", help="how to call scadm")
     p.add_argument("--report-only", action="store_true", help="rebuild README/model card from OUT's JSON")

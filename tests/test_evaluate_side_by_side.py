@@ -72,6 +72,7 @@ def test_folder_reports_leave_out_the_ground_truth_columns(out):
     header = next(line for line in text.splitlines() if line.startswith("| parts |"))
     assert "| preserve |" in text and "transfer ↑" in header
     assert "GT transfer" not in header and "inside vs truth" not in header  # folder faces carry no true swap
+    assert "ground truth" not in (out / "swap.md").read_text()
 
 
 @needs_metrics

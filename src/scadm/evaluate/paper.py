@@ -234,10 +234,14 @@ def run_swap(ev: Evaluation, figures: Path) -> ProtocolResult:
         title=f"total style swap, {ev.options.render.label()}",
     )
     table = _quality_table("Total style swap (target mask, all styles from the reference)", rows, _notes(ev))
+    truth = "gt_transfer" in locality_columns(ev)
     transfer = Table(
         "Colour transfer toward the reference (1 = reached it, 0 = unchanged)",
-        ["model", "faces", "change vs reconstruction (0-1)", "transfer", "transfer (ground truth)"],
-        [[k, r["loc_count"], r["loc_inside"], r["loc_transfer"], r["loc_gt_transfer"]] for k, r in rows.items()],
+        ["model", "faces", "change vs reconstruction (0-1)", "transfer"] + ["transfer (ground truth)"] * truth,
+        [
+            [k, r["loc_count"], r["loc_inside"], r["loc_transfer"]] + [r["loc_gt_transfer"]] * truth
+            for k, r in rows.items()
+        ],
     )
     return ProtocolResult(
         "swap",
