@@ -1,12 +1,16 @@
 """DDIM inversion, the region-preserving sampler, edit regions and the per-target inversion cache."""
 
+import copy
+import dataclasses
+import gc
+
 import numpy as np
 import pytest
 import torch
 from tiny_models import face
 
 from scadm.errors import InputError
-from scadm.inversion import REFINE_STEPS, InversionCache, content_key, ddim_invert, keep_target
+from scadm.inversion import REFINE_STEPS, InversionCache, content_key, ddim_invert, keep_target, weights_key
 from scadm.io import to_uint8
 from scadm.models.autoencoder import encode
 from scadm.regions import Preserve, distance, edited_classes, edited_region, latent_keep, pixel_weight
@@ -167,3 +171,42 @@ def test_cache_key_follows_content_and_settings():
     cache = InversionCache(capacity=1)
     cache.get("x", lambda: 1), cache.get("y", lambda: 2), cache.get("x", lambda: 3)
     assert (cache.misses, cache.hits, cache.get("x", lambda: 4)) == (3, 0, 3)
+
+
+def test_inversion_cache_follows_the_weights(tiny_pipe, one_thread):
+    pipe = dataclasses.replace(tiny_pipe, unet=copy.deepcopy(tiny_pipe.unet), inversions=InversionCache())
+    image, labels = _target(pipe)
+    rs = RenderSettings(steps=2)
+    first = pipe.invert(image, labels, rs)
+    assert pipe.invert(image, labels, rs) is first
+    with torch.no_grad():
+        next(pipe.unet.parameters()).mul_(2)  # the same UNet object, new weights (as a fine-tune step does)
+    changed = pipe.invert(image, labels, rs)
+    assert not torch.equal(changed.noise, first.noise) and pipe.inversions.misses == 2
+    pipe.unet = copy.deepcopy(pipe.unet)  # another object with the same weights: not trusted to be the same
+    pipe.invert(image, labels, rs)
+    assert (pipe.inversions.misses, pipe.inversions.hits) == (3, 1)
+
+
+def test_weights_key_sees_in_place_writes_moves_and_new_objects_at_old_ids():
+    net = torch.nn.Linear(2, 2)
+    key = weights_key(net)
+    assert weights_key(net) == key
+    net.load_state_dict(torch.nn.Linear(2, 2).state_dict())  # copies in place: same storage
+    assert weights_key(net) != key
+    key = weights_key(net)
+    torch.nn.Module.to(net, dtype=torch.float64)
+    assert weights_key(net) != key
+    # modules sharing one set of weights (so storage and versions agree) and, once collected,
+    # each other's id(): only the per-object number tells them apart
+    keys, reused = {}, 0
+    for _ in range(20):
+        shell = torch.nn.Linear(2, 2)
+        shell.weight, shell.bias = net.weight, net.bias
+        key = weights_key(shell)
+        reused += id(shell) in keys
+        assert key not in keys.values()
+        keys[id(shell)] = key
+        del shell
+        gc.collect()
+    assert reused  # CPython hands a freed object's address to the next one of its size

@@ -25,7 +25,9 @@ blend as their `on_step`.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -132,6 +134,32 @@ def content_key(*tensors: torch.Tensor, **settings) -> str:
         digest.update(f"{tuple(t.shape)}{t.dtype}".encode())
         digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()
+
+
+#: a number per live module object (`weights_key`): weak keys, so a dead module's number goes with it
+_MODULE_TOKENS: weakref.WeakKeyDictionary[torch.nn.Module, int] = weakref.WeakKeyDictionary()
+_NEXT_TOKEN = itertools.count()
+
+
+def weights_key(*modules: torch.nn.Module) -> list:
+    """What `modules` compute with now, for a cache key: per module a number given to that object
+    while it lives (id() is not one: a new module may reuse a collected one's id), and per
+    parameter and buffer its storage, dtype, device, shape and version counter, which every
+    in-place write bumps (load_state_dict, optimiser steps, copy_); `.to()` moves the storage.
+
+    Not a hash of the values: that is a pass over every weight per edit (hundreds of MB for a
+    256 px model, more than a GPU edit itself), where this reads a few numbers per tensor. Tensors
+    made under `torch.inference_mode` have no version counter; their values are hashed instead.
+    """
+    key = []
+    for module in modules:
+        if module not in _MODULE_TOKENS:
+            _MODULE_TOKENS[module] = next(_NEXT_TOKEN)
+        key.append(_MODULE_TOKENS[module])
+        for t in itertools.chain(module.parameters(), module.buffers()):
+            state = content_key(t) if t.is_inference() else t._version
+            key.append((t.data_ptr(), str(t.dtype), str(t.device), tuple(t.shape), state))
+    return key
 
 
 class InversionCache:

@@ -28,7 +28,7 @@ from PIL import Image
 
 from . import __version__
 from .errors import CheckpointError, InputError, RenderError
-from .inversion import InversionCache, Trajectory, content_key, ddim_invert, keep_target
+from .inversion import InversionCache, Trajectory, content_key, ddim_invert, keep_target, weights_key
 from .io import to_uint8
 from .labels import LabelSet, label_set_from_config, one_hot
 from .models.autoencoder import decode, downsampling_factor, encode
@@ -434,7 +434,7 @@ class SCADMPipeline:
             unconditional=self.unconditional,
             dtype=str(self.dtype),
             device=str(self.device),
-            model=id(self.unet),
+            weights=weights_key(*self.models()),
             prediction=self.schedule.prediction_type,
         )
 
