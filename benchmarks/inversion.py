@@ -140,9 +140,10 @@ def swaps(pipe, faces, refs, truths, settings, margins) -> tuple[list[dict], dic
                 results[f"preserve m={m}"] = to_uint8(
                     pipe(lab, code, settings.replace(seed=i), preserve=Preserve(x, lab, m))
                 )[0]
-            results[f"preserve m={default} noise inside"] = to_uint8(
-                pipe(lab, code, settings.replace(seed=i), preserve=Preserve(x, lab, default, noise_inside=True))
-            )[0]
+            for fresh in (0.0, 1.0):  # the inverted noise alone, the seed's alone (the default mixes them)
+                results[f"preserve m={default} fresh={fresh:g}"] = to_uint8(
+                    pipe(lab, code, settings.replace(seed=i), preserve=Preserve(x, lab, default, fresh))
+                )[0]
             inside = np.isin(labels, parts)
             for mode, result in results.items():
                 m = default if mode == "plain" else int(mode.split("m=")[1].split()[0])
@@ -301,13 +302,15 @@ NOTES = """## What the numbers say, and the choices they made
   of the error and brings reconstruction within 0.5 dB of the VQ autoencoder's own, which bounds it.
 - **Outside.** Beyond the margin the result is the target's pixels exactly (change 0, max 0 levels),
   by construction: the final pixel blend. The latent blend makes the re-rendered part fit them.
-- **Inside start.** The edited part starts from the target's inverted noise by default; from the
-  seed's noise (`Preserve(noise_inside=True)`, row "noise inside") it is farther from the true swap
-  for the eye and the lips. Caveat: this demo model barely moves lips (and one eye) toward the
-  reference at all (its model card), so for small parts "closer to the truth" is largely "keeps the
-  target's own shading and layout", which the truth shares; the hair, which the model does recolour,
-  is as close to the truth in every mode (0.115-0.119). With eta = 0 a preserved edit from the
-  inverted noise does not depend on the seed.
+- **Inside start.** The edited part starts from sqrt(1 - f) x the target's inverted noise + sqrt(f) x
+  the seed's, f = `Preserve.fresh` (default `scadm.regions.FRESH_NOISE` = 0.5; rows "fresh=0" and
+  "fresh=1" are the two ends). The inverted noise keeps the target's layout and shading, which the
+  true swap shares (the eye and the lips are closest to the truth from it), but also the old hair's
+  colours; the seed's alone loses the small parts' layout. On 32 faces at 25 steps
+  (reports/procedural/partial-swap.md) only the mix keeps every part at least level with plain
+  SCA-DM, and with it every seed gives its own edit (at eta 0 the inverted noise alone gives one).
+  Caveat: this demo model barely moves lips (and one eye) toward the reference at all (its model
+  card), so for small parts "closer to the truth" is largely "keeps the target's own shading".
 - **Margin.** The whole-image error against the truth grows with the margin (more re-rendered pixels
   around the part), and the inside error is flat to slightly better at 4 px than at 0. Procedural
   masks are exact; parsed photo masks are not (hair borders, shadows, a pixel or two off at 64 px),
@@ -320,7 +323,7 @@ NOTES = """## What the numbers say, and the choices they made
   above are at 25 steps. Measured on the same 4 faces at 10 steps (hair, inside vs truth): plain
   0.116; preserved from the inverted noise 0.125 / 0.118 / 0.117 with 1 / 2 / 4 refinements; from
   the seed's noise 0.113 / 0.114 / 0.114. So at few steps the inverted start holds on to the old
-  hair, more refinement only halves that, and `noise_inside=True` is the better choice there.
+  hair, more refinement only halves that, and the seed's noise did better there (hence the mix).
 - **Photos.** The demo model was trained on procedural cartoons only: inside the edited part it
   paints cartoon textures on the photos, plain or preserved. Preservation keeps everything else
   of the photo; reconstruction from the inverted noise is far closer than from random noise.

@@ -13,7 +13,7 @@ from scadm.errors import InputError
 from scadm.inversion import REFINE_STEPS, InversionCache, content_key, ddim_invert, keep_target, weights_key
 from scadm.io import to_uint8
 from scadm.models.autoencoder import encode
-from scadm.regions import Preserve, distance, edited_classes, edited_region, latent_keep, pixel_weight
+from scadm.regions import FRESH_NOISE, Preserve, distance, edited_classes, edited_region, latent_keep, pixel_weight
 from scadm.sampling import ddim_timesteps, sample, sample_ddim
 from scadm.settings import RenderSettings
 
@@ -109,12 +109,12 @@ def test_edit_region_weights_and_latent_cells():
     assert edited_region(labels, changed, torch.zeros_like(classes))[0, 0, 0]
 
 
-def _preserve_edit(pipe, parts, margin=4, **kw):
+def _preserve_edit(pipe, parts, margin=4, fresh=FRESH_NOISE, **kw):
     image, labels = _target(pipe)
     ref_image, ref_labels = face(11)
     target = pipe.encode_style(image, labels)
     code = target.swap(pipe.encode_style(ref_image[None], ref_labels[None]), parts)
-    out = pipe(labels, code, RenderSettings(steps=STEPS, **kw), preserve=Preserve(image, labels, margin))
+    out = pipe(labels, code, RenderSettings(steps=STEPS, **kw), preserve=Preserve(image, labels, margin, fresh))
     region = edited_region(labels, labels, edited_classes(target, code))
     return image, labels, out, region
 
@@ -136,6 +136,35 @@ def test_no_edit_returns_the_target_and_bad_margins_are_refused(tiny_pipe, one_t
     assert torch.equal(out, image)
     with pytest.raises(InputError, match="margin"):
         Preserve(image, labels, margin=-1)
+
+
+def test_start_noise_mixes_inverted_and_seed_noise_at_unit_variance():
+    inverted, seed_noise = torch.randn(2, 1, 3, 64, 64).unbind()
+    image, labels = torch.zeros(1, 3, 8, 8), torch.zeros(1, 8, 8, dtype=torch.long)
+    assert torch.equal(Preserve(image, labels, fresh=0).start_noise(inverted, seed_noise), inverted)
+    assert torch.equal(Preserve(image, labels, fresh=1).start_noise(inverted, seed_noise), seed_noise)
+    mixed = Preserve(image, labels, fresh=0.5).start_noise(inverted, seed_noise)
+    # 12,288 draws: the std's standard error is 1 / sqrt(2 n) = 0.0064; 0.03 is ~5 of them, while a
+    # plain average of the two (no square roots) would give 0.71
+    assert abs(mixed.std().item() - 1) < 0.03
+    for bad in (-0.1, 1.5, True, "half"):
+        with pytest.raises(InputError, match="fresh"):
+            Preserve(image, labels, fresh=bad)
+
+
+def test_preserved_edits_follow_the_seed_inside_only(tiny_pipe, one_thread):
+    """The editor's 'new seed' gives another edit at eta 0 (the inside starts partly from the
+    seed's noise); the outside is the target's whatever the seed."""
+    _image, _labels, a, region = _preserve_edit(tiny_pipe, [HAIR], seed=1)
+    b = _preserve_edit(tiny_pipe, [HAIR], seed=2)[2]
+    inside, outside = region[0], pixel_weight(region, 4)[0, 0] == 0
+    # outputs in [-1, 1]: two seeds of the random tiny model differ by 0.03 (~4 of 255 levels) on
+    # average inside; more than one level (2 / 255) is a real difference, not rounding (1e-6)
+    assert (a - b).abs()[..., inside].mean() > 2 / 255
+    assert torch.equal(a[..., outside], b[..., outside])
+    # from the inverted noise alone (fresh = 0) DDIM at eta 0 draws no noise: the seed is ignored
+    c, d = (_preserve_edit(tiny_pipe, [HAIR], fresh=0, seed=s)[2] for s in (1, 2))
+    assert torch.equal(c, d)
 
 
 def test_stochastic_samplers_keep_the_outside_too(tiny_pipe, one_thread):

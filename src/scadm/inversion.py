@@ -141,7 +141,7 @@ _MODULE_TOKENS: weakref.WeakKeyDictionary[torch.nn.Module, int] = weakref.WeakKe
 _NEXT_TOKEN = itertools.count()
 
 
-def weights_key(*modules: torch.nn.Module) -> list:
+def weights_key(*modules: torch.nn.Module) -> list[object]:
     """What `modules` compute with now, for a cache key: per module a number given to that object
     while it lives (id() is not one: a new module may reuse a collected one's id), and per
     parameter and buffer its storage, dtype, device, shape and version counter, which every
@@ -151,7 +151,7 @@ def weights_key(*modules: torch.nn.Module) -> list:
     256 px model, more than a GPU edit itself), where this reads a few numbers per tensor. Tensors
     made under `torch.inference_mode` have no version counter; their values are hashed instead.
     """
-    key = []
+    key: list[object] = []
     for module in modules:
         if module not in _MODULE_TOKENS:
             _MODULE_TOKENS[module] = next(_NEXT_TOKEN)

@@ -267,8 +267,8 @@ class SCADMPipeline:
         `progress`: True for a tqdm bar, or a callback(steps_done, total).
         `preserve`: keep the target's own pixels outside the edited parts (`scadm.regions.Preserve`,
         beyond the paper): the target is DDIM-inverted (once: `self.inversions` caches it), sampling
-        starts from its inverted noise (not the seed's, unless `noise_inside` or `latents`) and
-        follows its trajectory outside the edited region plus a margin.
+        follows its trajectory outside the edited region plus a margin and starts inside from a mix
+        of its inverted noise and the seed's (`Preserve.fresh`; `latents` replace both).
         """
         per_sample = seed is not None and not isinstance(seed, int)
         settings = self._settings(
@@ -320,8 +320,8 @@ class SCADMPipeline:
         kept = None if preserve is None else self._preserving(labels, style, preserve, settings, progress)
         if preserve is not None and kept is not None:
             start, keep_step, target, weight, trajectory = kept
-            if latents is None and not preserve.noise_inside:
-                x_T = trajectory.noise.to(x_T.dtype).expand_as(x_T)
+            if latents is None:
+                x_T = preserve.start_noise(trajectory.noise.to(x_T.dtype), x_T)
             x_T, user_step = start(x_T), on_step
             on_step = keep_step if user_step is None else (lambda step, t, x: user_step(step, t, keep_step(step, t, x)))
         z_0 = sample(

@@ -102,23 +102,40 @@ def blend(edit: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> tor
     return torch.where(weight > 0, weight * edit + (1 - weight) * target, target)
 
 
+#: Share of the seed's noise in the edited region's starting noise (`Preserve.fresh`; the rest is
+#: the target's inverted noise). Mean error inside the part against the true swap, 32 procedural
+#: faces, demo model, DDIM 25 (paired standard errors 0.004-0.01), for fresh = 0 / 0.25 / 0.5 / 1
+#: against plain SCA-DM: hair 0.138 / - / 0.135 / 0.137 vs 0.135; lips 0.123 / 0.124 / 0.126 / -
+#: vs 0.129; one eye 0.120 / 0.132 / 0.143 / - vs 0.187. Half and half is the one share measured
+#: that keeps every part at least level with plain (the hair), and gives each seed its own edit.
+FRESH_NOISE = 0.5
+
+
 @dataclass(frozen=True)
 class Preserve:
     """A region-preserving edit's target: its image (1, 3, H, W) in [-1, 1] and its own mask
     (1, H, W). Outside the edited parts grown by `margin` pixels (None: `default_margin`) the
     result is this image, pixel for pixel.
 
-    Inside, sampling starts from the target's inverted noise too (its layout and shading, the new
-    style), unless `noise_inside`: then from the seed's noise (more variety, farther from the
-    target). reports/inversion measures both: the inverted start is closer to the true swap for
-    the hair, one eye and the lips alike; the seed's noise loses for the lips.
+    Inside, sampling starts from sqrt(1 - fresh) x the target's inverted noise + sqrt(fresh) x the
+    seed's (both unit Gaussians, so the mix is one too). The inverted noise carries the target's
+    layout and shading, which the true swap shares, but also its old colours: from it alone
+    (fresh = 0) the hair keeps some of the old hair and every seed gives the same edit at eta 0;
+    from the seed's alone (fresh = 1, as blended latent diffusion starts) the small parts lose
+    their layout. `FRESH_NOISE` says what was measured.
     """
 
     image: torch.Tensor
     labels: torch.Tensor
     margin: int | None = None
-    noise_inside: bool = False
+    fresh: float = FRESH_NOISE
 
     def __post_init__(self):
         if self.margin is not None:
             check_margin(self.margin)
+        if isinstance(self.fresh, bool) or not isinstance(self.fresh, int | float) or not 0 <= self.fresh <= 1:
+            raise InputError(f"fresh: expected a share of the seed's noise in [0, 1], got {self.fresh!r}")
+
+    def start_noise(self, inverted: torch.Tensor, seed_noise: torch.Tensor) -> torch.Tensor:
+        """The edit's x_T inside the region (outside, `keep_target` puts the inverted noise back)."""
+        return (1 - self.fresh) ** 0.5 * inverted.expand_as(seed_noise) + self.fresh**0.5 * seed_noise

@@ -16,12 +16,13 @@ import torch
 from scadm.errors import InputError
 from scadm.evaluate.cache import EvalCache
 from scadm.evaluate.data import DataSpec, Face, load_faces
+from scadm.inversion import InversionCache
 from scadm.io import to_uint8
 from scadm.metrics.fid import RESIZE_CONVENTION, fid
 from scadm.metrics.segmentation import SegmentationScores
 from scadm.metrics.weights import file_sha256
 from scadm.pipeline import SCADMPipeline
-from scadm.regions import Preserve
+from scadm.regions import FRESH_NOISE, Preserve
 from scadm.settings import SAMPLERS, RenderSettings
 from scadm.style import StyleCode
 
@@ -123,6 +124,9 @@ class Evaluation:
         self.size = sizes.pop()
         self.label_set = models[0].pipe.label_set
         self.faces: list[Face] = load_faces(options.data, self.size, self.label_set)
+        for m in self.models:  # each face is the target of every part set's preserved swap: invert it once
+            # (64 trajectories of a 256 px model at 50 steps: 64 x 51 latents of 64 x 64 x 3 floats, 0.16 GB)
+            m.pipe.inversions = InversionCache(capacity=max(m.pipe.inversions.capacity, min(len(self.faces), 64)))
         self._styles: dict[str, StyleCode] = {}
 
     # ---------------------------------------------------------------- inputs
@@ -218,7 +222,7 @@ class Evaluation:
             "seed": rs.seed,
             "render": render,
         }
-        return key if preserve is None else {**key, "preserve": preserve}
+        return key if preserve is None else {**key, "preserve": {"margin": preserve, "fresh": FRESH_NOISE}}
 
     def face_items(self, seed_offset: int = 0) -> list[RenderItem]:
         """One item per face; face i uses seed `seed + i` in every job, so two jobs differ only
