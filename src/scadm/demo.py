@@ -31,6 +31,7 @@ class DemoSummary:
     figure: Path
     reconstruction_error: float  # mean per-part colour error /255 (target vs its reconstruction)
     swaps: dict[str, tuple[float, float]]  # part swap -> (mean change inside, outside) /255
+    notes: tuple[str, ...] = ()  # sources and terms of the inputs, printed last
 
     def __str__(self) -> str:
         lines = [
@@ -41,6 +42,7 @@ class DemoSummary:
             f"swap {name:8s}: change inside the part {inside:5.1f}/255, outside {outside:4.1f}/255"
             for name, (inside, outside) in self.swaps.items()
         ]
+        lines += self.notes
         return "\n".join(lines)
 
 

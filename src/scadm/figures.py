@@ -17,6 +17,12 @@ GRID_BACKGROUND = (255, 255, 255)
 GRID_TEXT = (0, 0, 0)
 
 
+def enlarge(picture: np.ndarray, zoom: int) -> np.ndarray:
+    """An (H, W, ...) picture or label map `zoom` times larger by nearest sampling, so that a small
+    model's pixels stay visible (and a row of 64 px cells leaves room for its column labels)."""
+    return picture.repeat(zoom, 0).repeat(zoom, 1)
+
+
 def _cell_rgb(cell: GridCell, label_set: LabelSet) -> np.ndarray | None:
     """A grid cell as (H, W, 3) uint8: images as they are, integer (H, W) label maps colourised."""
     if cell is None:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from scadm.errors import InputError
 
+#: the face domains a model can be trained on: the demo and the editor's examples follow the model's
+DOMAINS = ("procedural", "photos")
 #: where the shipped pipeline folders live (tests point it elsewhere)
 ASSETS = Path(__file__).parent / "assets"
 
@@ -23,6 +25,7 @@ class ShippedModel:
     name: str
     folder: str  # under ASSETS
     summary: str  # what it renders and under which terms, for --help and reports
+    domain: str  # the faces it was trained on, one of DOMAINS: what `scadm demo` and `scadm serve` show it
 
     @property
     def path(self) -> Path:
@@ -36,13 +39,14 @@ class ShippedModel:
 SHIPPED = {
     m.name: m
     for m in (
-        ShippedModel("demo", "demo-procedural-64", "64 px procedural cartoon faces (Apache-2.0)"),
+        ShippedModel("demo", "demo-procedural-64", "64 px procedural cartoon faces (Apache-2.0)", "procedural"),
         ShippedModel(
             "realistic",
             "realistic-64",
             "64 px photo-realistic faces; NON-COMMERCIAL research only: trained on MobileStyleGAN faces "
             "(from NVIDIA's StyleGAN2-FFHQ, licence NC; FFHQ, CC BY-NC-SA 4.0) masked by BiSeNet "
             "(weights trained on CelebAMask-HQ, non-commercial)",
+            "photos",
         ),
     )
 }
@@ -69,6 +73,16 @@ def shipped_name(folder: str | os.PathLike) -> str | None:
     path inside this installation."""
     folder = Path(folder).resolve()
     return next((name for name, m in SHIPPED.items() if m.path.resolve() == folder), None)
+
+
+def model_domain(folder: str | os.PathLike) -> str:
+    """The domain of a pipeline folder: a shipped model's from the table; "procedural" for any other.
+    A folder records its networks, not the faces they were trained on (procedural faces use
+    CelebAMask-HQ's 19 classes too, so the labels cannot tell), and procedural faces need no extra
+    package; a photo model of one's own edits photos with `scadm edit --mask auto` or
+    scripts/realistic_photos.py --model DIR."""
+    name = shipped_name(folder)
+    return "procedural" if name is None else SHIPPED[name].domain
 
 
 def resolve_model(model: str | os.PathLike | None, flag: str = "--model") -> Path:

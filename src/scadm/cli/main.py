@@ -10,7 +10,7 @@ from pathlib import Path
 from ..editing import EDIT_MODES
 from ..errors import ScadmError, ScadmWarning
 from ..settings import INTERACTIVE, RenderSettings, check_seed
-from ..shipped import model_help, resolve_model
+from ..shipped import model_domain, model_help, resolve_model
 from .evaluate import add_evaluate_commands
 from .options import add_render_flags, render_settings
 from .parse import add_parse_commands
@@ -35,10 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "demo",
-        help="edit held-out procedural faces with the shipped model; save a figure",
+        help="edit held-out procedural faces (or two photos, for a photo model); save a figure",
         description="Reconstruct, swap (all, hair, one eye, lips), mix reference and random "
         "hair, generate from noise and interpolate, on procedural faces the shipped "
-        "demo model never saw; save one labelled figure and print a summary.",
+        "demo model never saw; save one labelled figure and print a summary. A photo model "
+        "(--model realistic) instead edits two public-domain photos, aligned and parsed "
+        "automatically (needs `make parse-extras`): reconstruction, hair and lips swapped "
+        "between them, random hair. Any other pipeline folder gets the procedural demo.",
     )
     p.add_argument("--out", default="out/demo", help="output folder (default ./out/demo)")
     p.add_argument("--model", help=model_help())
@@ -175,9 +178,12 @@ def _one_line_warnings(command: str, default):
 
 def _demo(args) -> int:
     from ..demo import run_demo
+    from ..photo_demo import run_photo_demo
 
     settings, _ = render_settings(args, INTERACTIVE)
-    summary = run_demo(Path(args.out), model=resolve_model(args.model), settings=settings)
+    folder = resolve_model(args.model)
+    run = run_photo_demo if model_domain(folder) == "photos" else run_demo
+    summary = run(Path(args.out), model=folder, settings=settings)
     print(summary)
     return 0
 

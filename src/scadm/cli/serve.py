@@ -11,8 +11,10 @@ def add_serve_commands(sub) -> None:
         "serve",
         help="interactive face editor in the browser (gradio)",
         description="Open a local web page to edit faces part by part: upload a target and a "
-        "reference with their masks or take procedural faces, paint the mask, choose "
-        "each part's style source, render. Binds 127.0.0.1 unless --host says otherwise.",
+        "reference with their masks or take the built-in examples (procedural faces; for a "
+        "photo model such as --model realistic, two public-domain photos parsed automatically, "
+        "which needs `make parse-extras`), paint the mask, choose each part's style source, "
+        "render. Binds 127.0.0.1 unless --host says otherwise.",
     )
     p.add_argument("--model", help=model_help())
     p.add_argument(

@@ -32,11 +32,11 @@ from scadm.io import mask_to_rgb
 from scadm.pipeline import SCADMPipeline
 from scadm.serve import editor
 from scadm.serve.editor import Face
+from scadm.serve.examples import Examples
 from scadm.settings import DTYPES, INTERACTIVE, SAMPLERS, RenderSettings, resolve_device
-from scadm.shipped import resolve_model, shipped_name
+from scadm.shipped import model_domain, resolve_model, shipped_name
 
 log = logging.getLogger("scadm.serve")
-EXAMPLES = 8
 MAX_SEED = 2**31 - 1
 #: the parts people edit most come first in the parts panel
 FIRST_PARTS = ("hair", "skin", "l_eye", "r_eye", "l_brow", "r_brow", "u_lip", "l_lip", "mouth", "nose")
@@ -137,9 +137,10 @@ def _rgb(colour) -> str:
     return f"rgb({colour[0]}, {colour[1]}, {colour[2]})"
 
 
-def _face_column(role: str, example: int, scale: int = 4):
+def _face_column(role: str, examples: Examples, index: int, scale: int = 4):
     """The target's or the reference's view, example picker and upload buttons, with one line
     below naming the files in use (or why an upload was refused)."""
+    example = examples.default(index)
     with gr.Column(scale=scale, min_width=200):
         view = gr.Image(
             label=f"{role}: face | mask",
@@ -152,21 +153,23 @@ def _face_column(role: str, example: int, scale: int = 4):
         )
         with gr.Row(equal_height=True):
             picker = gr.Dropdown(
-                [f"face {i}" for i in range(EXAMPLES)],
-                value=f"face {example}",
+                examples.choices,
+                value=example,
                 show_label=False,
                 container=False,
                 elem_id=f"{role}-example",
                 min_width=90,
                 scale=2,
             )
-            new = gr.Button("random face", size="sm", elem_id=f"{role}-new", min_width=80, scale=1)
+            new = gr.Button(
+                "random face", size="sm", elem_id=f"{role}-new", min_width=80, scale=1, visible=examples.random
+            )
         with gr.Row(equal_height=True):
             image = gr.UploadButton(
                 "upload image", file_types=UPLOAD_TYPES, size="sm", elem_id=f"{role}-image", min_width=80
             )
             mask = gr.UploadButton("upload mask", file_types=[".png"], size="sm", elem_id=f"{role}-mask", min_width=80)
-        line = gr.Markdown(f"{role}: example face {example}", elem_id=f"{role}-files", elem_classes="face-line")
+        line = gr.Markdown(f"{role}: example {example}", elem_id=f"{role}-files", elem_classes="face-line")
     return view, picker, new, image, mask, line
 
 
@@ -178,6 +181,7 @@ def build_app(models: Models) -> gr.Blocks:
     colours: list[str | tuple[str, float]] = [_rgb(c) for c in label_set.palette]
     outdir = Path(tempfile.mkdtemp(prefix="scadm-serve-"))
     on_gpu = pipe.device.type == "cuda"
+    examples = Examples(model_domain(models.folder), size, label_set)
 
     def brush(name: str) -> gr.Brush:
         return gr.Brush(
@@ -256,13 +260,8 @@ def build_app(models: Models) -> gr.Blocks:
     def upload_reference(image_file, mask_file, auto, just):
         return reference_outputs(*uploaded("reference", image_file, mask_file, auto, just))
 
-    def example_seed(choice: str | None, new: bool) -> int:
-        return random.randrange(EXAMPLES, 10**6) if new or not choice else int(str(choice).split()[-1])
-
     def example_face(role: str, choice, new: bool):
-        seed = example_seed(choice, new)
-        face = editor.procedural_face(seed, size)
-        example = f"face {seed}" if seed < EXAMPLES else None
+        face, example = examples.face(choice, new)
         return face, face_line(role, face), None, None, example
 
     @_shows_errors
@@ -368,13 +367,13 @@ def build_app(models: Models) -> gr.Blocks:
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=280):
                 target_view, target_example, target_new, target_image, target_mask, target_line = _face_column(
-                    "target", 0
+                    "target", examples, 0
                 )
                 reference_view, reference_example, reference_new, reference_image, reference_mask, reference_line = (
-                    _face_column("reference", 1)
+                    _face_column("reference", examples, 1)
                 )
                 auto_mask = gr.Checkbox(
-                    False,
+                    examples.photos,
                     label="photos without a mask: align and parse them (parse extras; CelebAMask-HQ models)",
                     elem_id="auto-mask",
                 )
