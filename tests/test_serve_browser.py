@@ -333,7 +333,7 @@ def test_photos_without_masks_are_aligned_parsed_and_edited(page, tmp_path):
     Image.fromarray(skimage.data.astronaut()).save(tmp_path / "astronaut.png")
     with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
         (tmp_path / "grace_hopper.jpg").write_bytes(f.read())
-    page.click("#auto-mask input")
+    page.check("#auto-mask input")  # ticked already for a photo model
     _upload(page, "target", "image", tmp_path / "astronaut.png")
     page.wait_for_selector("#target-files:has-text('target: astronaut.png, 64x64')")
     page.wait_for_selector(".toast-body:has-text('target: aligned and parsed automatically')")
