@@ -57,8 +57,8 @@ def write_sample_photos(folder: str | Path) -> dict[str, Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     Image.fromarray(skimage.data.astronaut()).save(folder / PHOTOS["astronaut"])
-    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
-        (folder / PHOTOS["Hopper"]).write_bytes(f.read())
+    hopper = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)  # its path
+    (folder / PHOTOS["Hopper"]).write_bytes(Path(str(hopper)).read_bytes())
     return {name: folder / file for name, file in PHOTOS.items()}
 
 
