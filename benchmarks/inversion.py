@@ -27,7 +27,7 @@ from scadm.io import to_uint8
 from scadm.metrics.ssim import ssim
 from scadm.models.autoencoder import decode, encode
 from scadm.pipeline import SCADMPipeline
-from scadm.regions import Preserve, default_margin, distance, edited_classes, edited_region
+from scadm.regions import FRESH_NOISE, Preserve, default_margin, distance, edited_classes, edited_region
 from scadm.sampling import ddim_timesteps, sample_ddim
 from scadm.settings import RenderSettings
 
@@ -354,6 +354,9 @@ def write_report(results: dict, out: Path, command: str) -> None:
             ],
         ),
         "\n## Partial swaps against the true swap\n",
+        f"{len(results['faces'])} faces: differences of ~0.01 between rows are noise here. Rows without fresh= use "
+        f"the default (fresh={FRESH_NOISE}); its 32-face measure is in "
+        "[reports/procedural](../procedural/partial-swap.md).\n",
         _table(
             [
                 "parts",
