@@ -7,7 +7,6 @@ what `accelerate launch -m scadm.cli train ...` runs on every process.
 from __future__ import annotations
 
 import argparse
-import json
 
 from ..errors import InputError
 
@@ -105,11 +104,13 @@ def _summary(command: str, result, what: str) -> None:
 
     if not PartialState().is_main_process:
         return
-    init = result.out / "init.json"  # written by a fresh run started with --init
+    from ..train.loop import recorded_init
+
+    init = recorded_init(result.out)
     if result.resumed_from:
         origin = f"resumed from {result.resumed_from.name}"
-    elif init.is_file():
-        origin = f"fine-tuned from {json.loads(init.read_text())['init']}"
+    elif init is not None:
+        origin = f"fine-tuned from {init}"
     else:
         origin = "from scratch"
     metrics = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items() if k == "loss" or k.startswith("eval/"))

@@ -19,7 +19,6 @@ DIR/vqvae with every checkpoint. Launching works as for `scadm train` (see scadm
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -33,7 +32,7 @@ from scadm.models.loading import load_network
 from scadm.train.checkpoint import replace_folder
 from scadm.train.config import Config, build_vqvae, check_resume_config, load_config, save_config
 from scadm.train.data import BatchStream, build_datasets, holdout_batch, loader_workers
-from scadm.train.loop import Task, TrainResult, fit, make_accelerator, resolve_resume
+from scadm.train.loop import Task, TrainResult, fit, make_accelerator, record_init, resolve_resume
 
 FIRST_STAGE = "vqvae"  # a first stage's folder in run and pipeline folders
 SAMPLES = "samples"
@@ -155,7 +154,7 @@ def train_vq(
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
         if init is not None:
-            (out / "init.json").write_text(json.dumps({"init": str(init)}) + "\n")
+            record_init(out, init)
     stream = BatchStream(
         train_set,
         cfg.batch_size or config.data.batch_size,

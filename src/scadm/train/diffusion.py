@@ -47,7 +47,7 @@ from scadm.train.autoencoder import FIRST_STAGE, load_first_stage, psnr
 from scadm.train.checkpoint import replace_folder
 from scadm.train.config import Config, build_style_encoder, build_unet, check_resume_config, load_config, save_config
 from scadm.train.data import BatchStream, CachedDataset, build_datasets, holdout_batch, loader_workers
-from scadm.train.loop import Task, TrainResult, fit, make_accelerator, resolve_resume
+from scadm.train.loop import Task, TrainResult, fit, make_accelerator, record_init, resolve_resume
 
 PIPELINE, PIPELINE_RAW = "pipeline", "pipeline-raw"
 SAMPLES = "samples"
@@ -306,7 +306,7 @@ def train_diffusion(
         replace_folder(out / FIRST_STAGE, vqvae.save_pretrained)
         (out / FIRST_STAGE / "source.json").write_text(json.dumps({"vq": str(vq)}) + "\n")
         if init is not None:
-            (out / "init.json").write_text(json.dumps({"init": str(init)}) + "\n")
+            record_init(out, init)
     accelerator.wait_for_everyone()
 
     stream = BatchStream(

@@ -104,6 +104,20 @@ class TrainResult:
     train_seconds: float = 0.0
 
 
+INIT_RECORD = "init.json"  # in a run folder: the weights a fresh run started from (--init)
+
+
+def record_init(out: Path, init: str | Path) -> None:
+    """Write down in the run folder `out` that its fresh run started from the weights in `init`."""
+    (Path(out) / INIT_RECORD).write_text(json.dumps({"init": str(init)}) + "\n")
+
+
+def recorded_init(out: Path) -> str | None:
+    """What `record_init` wrote in `out`, or None for a run started from scratch."""
+    path = Path(out) / INIT_RECORD
+    return json.loads(path.read_text())["init"] if path.is_file() else None
+
+
 def resolve_resume(out: Path, resume: str | Path | None) -> Path | None:
     """None: a fresh run (refused if `out` already holds checkpoints); "auto": the newest complete
     checkpoint, or a fresh run if there is none; a path: that checkpoint folder."""
