@@ -28,16 +28,16 @@ from PIL import Image
 
 from . import __version__
 from .errors import CheckpointError, InputError, RenderError
-from .inversion import InversionCache, Trajectory, content_key, ddim_invert, keep_target, weights_key
+from .inversion import InversionCache, Trajectory
 from .io import to_uint8
 from .labels import LabelSet, label_set_from_config, one_hot
-from .models.autoencoder import decode, downsampling_factor, encode
+from .models.autoencoder import decode, downsampling_factor
 from .models.cuda_graphs import CUDAGraphedUNet, check_cuda
 from .models.loading import load_network
 from .models.style_encoder import StyleEncoder
 from .models.unet import SCADMUNet
-from .regions import Preserve, blend, default_margin, edited_classes, edited_region, latent_keep, pixel_weight
-from .sampling import OnStep, Progress, ddim_timesteps, guided_eps_fn, randn, sample
+from .regions import Preserve, invert_target, preserving
+from .sampling import OnStep, Progress, guided_eps_fn, randn, sample
 from .schedule import NoiseSchedule
 from .settings import RenderSettings, check_seed, dtype_name
 from .style import StyleCode
@@ -317,13 +317,9 @@ class SCADMPipeline:
 
             on_step = from_callback
 
-        kept = None if preserve is None else self._preserving(labels, style, preserve, settings, progress)
-        if preserve is not None and kept is not None:
-            start, keep_step, target, weight, trajectory = kept
-            if latents is None:
-                x_T = preserve.start_noise(trajectory.noise.to(x_T.dtype), x_T)
-            x_T, user_step = start(x_T), on_step
-            on_step = keep_step if user_step is None else (lambda step, t, x: user_step(step, t, keep_step(step, t, x)))
+        kept = None if preserve is None else preserving(self, labels, style, preserve, settings, progress)
+        if kept is not None:
+            x_T, on_step = kept.start(x_T, seeded=latents is None), kept.on_step(on_step)
         z_0 = sample(
             eps_fn,
             x_T,
@@ -342,7 +338,7 @@ class SCADMPipeline:
         check_rendered(images, seeds)
         images = images.clamp(-1, 1)
         if kept is not None:
-            images = blend(images, target, weight)
+            images = kept.blend_pixels(images)
         if output_type == "pt":
             return images
         if output_type == "np":
@@ -404,16 +400,6 @@ class SCADMPipeline:
 
     # ------------------------------------------------------------ region-preserving edits
 
-    def _target(self, image: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        image = image[None] if image.dim() == 3 else image
-        labels = self._check_labels(labels)
-        if image.shape[0] != 1 or labels.shape[0] != 1 or image.shape[-2:] != labels.shape[-2:]:
-            raise InputError(
-                f"preserve: expected one target image (1,3,H,W) and its labels (1,H,W), "
-                f"got {tuple(image.shape)} and {tuple(labels.shape)}"
-            )
-        return image.to(self.device, self.dtype), labels.to(self.device)
-
     @torch.no_grad()
     def invert(
         self,
@@ -423,45 +409,8 @@ class SCADMPipeline:
         progress: Progress = False,
     ) -> Trajectory:
         """The DDIM trajectory of one target (1,3,H,W) under its own style and mask with the steps and
-        guidance of `settings` (`scadm.inversion`), from `self.inversions` when already inverted."""
-        settings = self._settings(settings)
-        image, labels = self._target(image, labels)
-        key = content_key(
-            image,
-            labels,
-            steps=settings.steps,
-            guidance=settings.guidance,
-            unconditional=self.unconditional,
-            dtype=str(self.dtype),
-            device=str(self.device),
-            weights=weights_key(*self.models()),
-            prediction=self.schedule.prediction_type,
-        )
-
-        def compute() -> Trajectory:
-            eps_fn = self._eps_fn(self.encode_style(image, labels), self.one_hot(labels), settings.guidance)
-            return ddim_invert(
-                eps_fn,
-                encode(self.vqvae, image).to(self.state_dtype),
-                self.schedule.alphas_cumprod,
-                ddim_timesteps(settings.steps, self.schedule.num_train_timesteps),
-                progress=progress,
-            )
-
-        return self.inversions.get(key, compute)
-
-    def _preserving(self, labels, style, preserve: Preserve, settings: RenderSettings, progress):
-        """start, on_step (the latent blend), the target's pixels, the edit's pixel weight and the
-        trajectory; None when the edit covers the whole face (a plain render, with no inversion)."""
-        image, target_labels = self._target(preserve.image, preserve.labels)
-        target_style = self.encode_style(image, target_labels)
-        region = edited_region(target_labels, labels.to(self.device), edited_classes(target_style, style))
-        margin = default_margin(self.image_size) if preserve.margin is None else preserve.margin
-        keep = latent_keep(region, margin, downsampling_factor(self.vqvae))
-        if not keep.any():  # every latent cell is edited: nothing of the target to follow
-            return None
-        trajectory = self.invert(image, target_labels, settings, progress)
-        return (*keep_target(trajectory, keep), image.float(), pixel_weight(region, margin), trajectory)
+        guidance of `settings` (`scadm.regions.invert_target`), from `self.inversions` when already inverted."""
+        return invert_target(self, image, labels, self._settings(settings), progress)
 
 
 def check_rendered(images: torch.Tensor, seeds: Sequence[int]) -> None:

@@ -1,4 +1,5 @@
-"""Which pixels an edit may change, for region-preserving edits (`scadm.inversion`).
+"""Region-preserving edits (beyond the paper): which pixels an edit may change, and how a render
+keeps the rest. `Preserve` asks for one; `preserving` gives `SCADMPipeline.__call__` its hooks.
 
 An edit's region is every pixel whose class is restyled (in the target's mask or the edited one)
 or whose class the user changed, grown by a margin of `margin` pixels:
@@ -18,12 +19,17 @@ one latent cell at 64 px (4 px) and scales with the face; reports/inversion/READ
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from scadm.errors import InputError
+from scadm.inversion import Trajectory, content_key, ddim_invert, keep_target, weights_key
+from scadm.models.autoencoder import downsampling_factor, encode
+from scadm.sampling import OnStep, Progress, ddim_timesteps
+from scadm.settings import RenderSettings
 from scadm.style import StyleCode
 
 #: The default margin is this fraction of the image side (4 px at 64 px, 16 px at 256 px).
@@ -139,3 +145,94 @@ class Preserve:
     def start_noise(self, inverted: torch.Tensor, seed_noise: torch.Tensor) -> torch.Tensor:
         """The edit's x_T inside the region (outside, `keep_target` puts the inverted noise back)."""
         return (1 - self.fresh) ** 0.5 * inverted.expand_as(seed_noise) + self.fresh**0.5 * seed_noise
+
+
+# ---------------------------------------------------------------- how a pipeline runs one
+# `pipe` below is the SCADMPipeline rendering the edit; its methods call these (it imports this module).
+
+
+def _target(pipe, image: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    image = image[None] if image.dim() == 3 else image
+    labels = pipe._check_labels(labels)
+    if image.shape[0] != 1 or labels.shape[0] != 1 or image.shape[-2:] != labels.shape[-2:]:
+        raise InputError(
+            f"preserve: expected one target image (1,3,H,W) and its labels (1,H,W), "
+            f"got {tuple(image.shape)} and {tuple(labels.shape)}"
+        )
+    return image.to(pipe.device, pipe.dtype), labels.to(pipe.device)
+
+
+def invert_target(
+    pipe, image: torch.Tensor, labels: torch.Tensor, settings: RenderSettings, progress: Progress
+) -> Trajectory:
+    """`SCADMPipeline.invert`: the target's trajectory from `pipe.inversions`, keyed by everything
+    the inversion depends on, inverted (`scadm.inversion.ddim_invert`) when not there yet."""
+    image, labels = _target(pipe, image, labels)
+    key = content_key(
+        image,
+        labels,
+        steps=settings.steps,
+        guidance=settings.guidance,
+        unconditional=pipe.unconditional,
+        dtype=str(pipe.dtype),
+        device=str(pipe.device),
+        weights=weights_key(*pipe.models()),
+        prediction=pipe.schedule.prediction_type,
+    )
+
+    def compute() -> Trajectory:
+        eps_fn = pipe._eps_fn(pipe.encode_style(image, labels), pipe.one_hot(labels), settings.guidance)
+        return ddim_invert(
+            eps_fn,
+            encode(pipe.vqvae, image).to(pipe.state_dtype),
+            pipe.schedule.alphas_cumprod,
+            ddim_timesteps(settings.steps, pipe.schedule.num_train_timesteps),
+            progress=progress,
+        )
+
+    return pipe.inversions.get(key, compute)
+
+
+@dataclass(frozen=True)
+class KeptTarget:
+    """What one render of a `Preserve` edit adds to a plain one: its start noise, the latent blend
+    after every step (`scadm.inversion.keep_target`) and the pixel blend after decoding."""
+
+    preserve: Preserve
+    trajectory: Trajectory
+    start_kept: Callable[[torch.Tensor], torch.Tensor]
+    keep_step: OnStep
+    image: torch.Tensor  # the target's pixels (1, 3, H, W), float32
+    weight: torch.Tensor  # `pixel_weight` of the edited region
+
+    def start(self, x_T: torch.Tensor, seeded: bool) -> torch.Tensor:
+        """x_T from the seed's noise (`seeded`) mixed inside as `Preserve.fresh` says, or from the
+        caller's `latents` as given; outside, the target's inverted noise either way."""
+        if seeded:
+            x_T = self.preserve.start_noise(self.trajectory.noise.to(x_T.dtype), x_T)
+        return self.start_kept(x_T)
+
+    def on_step(self, user_step: OnStep | None) -> OnStep:
+        """The latent blend, then the caller's own step callback (which sees the blended state)."""
+        keep_step = self.keep_step
+        return keep_step if user_step is None else (lambda step, t, x: user_step(step, t, keep_step(step, t, x)))
+
+    def blend_pixels(self, images: torch.Tensor) -> torch.Tensor:
+        return blend(images, self.image, self.weight)
+
+
+def preserving(
+    pipe, labels: torch.Tensor, style: StyleCode, preserve: Preserve, settings: RenderSettings, progress: Progress
+) -> KeptTarget | None:
+    """The render's `KeptTarget`; None when the edit covers the whole face (a plain render, with
+    no inversion)."""
+    image, target_labels = _target(pipe, preserve.image, preserve.labels)
+    target_style = pipe.encode_style(image, target_labels)
+    region = edited_region(target_labels, labels.to(pipe.device), edited_classes(target_style, style))
+    margin = default_margin(pipe.image_size) if preserve.margin is None else preserve.margin
+    keep = latent_keep(region, margin, downsampling_factor(pipe.vqvae))
+    if not keep.any():  # every latent cell is edited: nothing of the target to follow
+        return None
+    trajectory = pipe.invert(image, target_labels, settings, progress)
+    start_kept, keep_step = keep_target(trajectory, keep)
+    return KeptTarget(preserve, trajectory, start_kept, keep_step, image.float(), pixel_weight(region, margin))
