@@ -1,4 +1,4 @@
-"""SCADMPipeline: mask + per-class style -> face, and the folder format that stores it.
+"""SCADMPipeline: mask + per-class style -> face.
 
 One call renders a batch: `pipe(labels, style, settings)`. Every edit of the paper is a `StyleCode`
 (reconstruction, total/partial swap, reference + random parts, noise-based generation,
@@ -10,13 +10,11 @@ interpolation) rendered on a mask, the user's edited mask included:
     settings = RenderSettings(seed=0)  # scadm.settings: defaults (50 DDIM steps, g = 1.2), checks
     out = pipe(labels, target.swap(ref, parts=[13]), settings)  # give the target the ref's hair
 
-A folder holds `model_index.json` (the settings below) and one diffusers model folder per network
-(`unet/`, `style_encoder/`, `vqvae/`: config.json + safetensors).
+`save_pretrained` / `from_pretrained` write and read a model folder (`scadm.model_folder`).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,14 +24,13 @@ import torch
 from diffusers.models import VQModel
 from PIL import Image
 
-from . import __version__
-from .errors import CheckpointError, InputError, RenderError
+from .errors import InputError, RenderError
 from .inversion import InversionCache, Trajectory
 from .io import to_uint8
-from .labels import LabelSet, label_set_from_config, one_hot
+from .labels import LabelSet, one_hot
+from .model_folder import read_folder, save_folder
 from .models.autoencoder import decode, downsampling_factor
 from .models.cuda_graphs import CUDAGraphedUNet, check_cuda
-from .models.loading import load_network
 from .models.style_encoder import StyleEncoder
 from .models.unet import SCADMUNet
 from .regions import Preserve, invert_target, preserving
@@ -46,8 +43,6 @@ from .style import StyleCode
 #: "zero" = zero style context and zero mask (the authors' sampler: converted checkpoints);
 #: "blank" = the style of an all-zero image with the real mask (what their training dropped to).
 UNCONDITIONAL_INPUTS = ("zero", "blank")
-INDEX_FILE = "model_index.json"
-COMPONENTS = {"unet": SCADMUNet, "style_encoder": StyleEncoder, "vqvae": VQModel}
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 #: diffusers' callback_on_step_end: (pipe, step index, timestep, {"latents": x}) -> dict or None
 StepCallback = Callable[[Any, int, int, dict], "dict | None"]
@@ -133,55 +128,12 @@ class SCADMPipeline:
         self._graphs = None
 
     def save_pretrained(self, folder: str | Path) -> None:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in COMPONENTS:
-            getattr(self, name).save_pretrained(folder / name, safe_serialization=True)
-        index = {
-            "_class_name": type(self).__name__,
-            "scadm_version": __version__,
-            "image_size": self.image_size,
-            "unconditional": self.unconditional,
-            "schedule": self.schedule.to_dict(),
-            "labels": {"names": list(self.label_set.names), "palette": [list(c) for c in self.label_set.palette]},
-        }
-        (folder / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+        save_folder(self, folder)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device=None, dtype=None) -> SCADMPipeline:
         """Load a folder written by `save_pretrained`; networks in `dtype` (default float32)."""
-        folder = Path(folder)
-        index_path = folder / INDEX_FILE
-        if not index_path.is_file():
-            raise CheckpointError(
-                f"{folder}: not a scadm model folder ({INDEX_FILE} missing); "
-                "make one with `scadm convert` or `scadm train`"
-            )
-        try:
-            index = json.loads(index_path.read_text())
-        except json.JSONDecodeError as err:
-            raise CheckpointError(f"{index_path}: corrupt JSON ({err.msg}, line {err.lineno})") from None
-        if index.get("_class_name") != cls.__name__:
-            raise CheckpointError(f"{index_path}: describes a {index.get('_class_name')!r}, not an {cls.__name__}")
-        parts = {}
-        for name, model_cls in COMPONENTS.items():
-            sub = folder / name
-            if not (sub / "config.json").is_file():
-                raise CheckpointError(f"{sub}: missing (config.json not found)")
-            parts[name] = load_network(model_cls, sub, name, dtype or torch.float32)
-        labels = index["labels"]
-        try:
-            schedule = NoiseSchedule(**index["schedule"])
-        except (TypeError, InputError) as err:
-            raise CheckpointError(f"{index_path}: bad schedule ({err})") from None
-        pipe = cls(
-            **parts,
-            schedule=schedule,
-            label_set=label_set_from_config(labels["names"], [tuple(c) for c in labels["palette"]]),
-            image_size=index["image_size"],
-            unconditional=index["unconditional"],
-        )
-        return pipe.to(device=device)
+        return cls(**read_folder(folder, cls.__name__, dtype)).to(device=device)
 
     # ------------------------------------------------------------ conditioning
 
