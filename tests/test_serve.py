@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,9 +181,11 @@ def test_a_reference_without_the_swapped_part_is_reported(faces):
 
 
 def test_page_messages_carry_no_server_paths():
-    app = pytest.importorskip("scadm.serve.app", reason="the serve extra (gradio) is not installed")
+    pytest.importorskip("scadm.serve.app", reason="the serve extra (gradio) is not installed")
+    from scadm.serve.callbacks import without_paths
+
     message = "/tmp/gradio/3f2a/my face.png is 64x64 but /tmp/gradio/77b/mask.png is 32x32 (see ./x.png, 1/2)"
-    assert app._without_paths(message) == "my face.png is 64x64 but mask.png is 32x32 (see ./x.png, 1/2)"
+    assert without_paths(message) == "my face.png is 64x64 but mask.png is 32x32 (see ./x.png, 1/2)"
 
 
 def test_painted_strokes_become_labels_only_where_fully_opaque():
@@ -252,3 +255,44 @@ def test_cli_replays_the_editor_bit_for_bit(tiny_pipe, faces, tmp_path, one_thre
     assert not np.array_equal(other, result), "the painted mask must matter"
     assert settings.preserve  # the page's default: the target's own pixels away from the edits
     assert np.array_equal(result[40:, :8], target.image[40:, :8])
+
+
+def test_the_page_reads_and_answers_the_components_its_callbacks_mean(tiny_pipe, tmp_path, one_thread):
+    """The wiring (app) and the callbacks agree on every place: a picked target lands in the state
+    that Generate reads as the target, its mask in the one it reads as the mask; Generate reads
+    each part's source and the options from their own controls, and answers the result and seed."""
+    app = pytest.importorskip("scadm.serve.app", reason="the serve extra (gradio) is not installed")
+    tiny_pipe.save_pretrained(tmp_path / "model")
+    demo = app.build_app(app.Models(tmp_path / "model", "cpu"))
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+
+    def event(name: str, elem_id: str | None = None):
+        """The function run on event `name` of component `elem_id` (None: the page's load)."""
+        for f in demo.fns.values():
+            for block, e in f.targets:
+                if e == name and (elem_id is None or demo.blocks.get(block) is by_id[elem_id]):
+                    return f
+        raise KeyError(f"{elem_id}.{name}")
+
+    generate = event("click", "generate")
+    target_state, reference_state, mask_state = generate.inputs[:3]
+    pick = event("load")
+    target = dict(zip(pick.outputs, pick.fn("face 2"), strict=True))
+    face = editor.procedural_face(2, 64)
+    assert target[target_state].name == face.name and np.array_equal(target[mask_state], face.labels)
+    assert np.array_equal(target[by_id["target-view"]][:, :64], face.image)
+    assert target[by_id["target-files"]] == "target: procedural face 2, 64x64"
+    pick = event("input", "reference-example")
+    reference = dict(zip(pick.outputs, pick.fn("face 4"), strict=True))
+    assert reference[reference_state].name == "procedural face 4" and mask_state not in reference
+
+    reset = event("click", "reset-mask")
+    assert set(reset.outputs) == {mask_state, by_id["painter"], by_id["legend-box"]}
+    values = {c: getattr(c, "value", None) for c in generate.inputs}
+    values |= {target_state: target[target_state], reference_state: reference[reference_state]}
+    values |= {mask_state: face.labels, by_id["painter"]: None, by_id["steps"]: 2, by_id["src-hair"]: "reference"}
+    answer = dict(zip(generate.outputs, generate.fn(*(values[c] for c in generate.inputs)), strict=True))
+    assert np.asarray(Image.open(answer[by_id["result"]])).shape == (64, 64, 3)
+    assert answer[by_id["seed"]] == 0 and answer[by_id["status"]].endswith("seed 0): hair<-reference.")
+    settings = json.loads(Path(next(f for f in answer[by_id["downloads"]] if f.endswith(".json"))).read_text())
+    assert settings["parts"] == {"hair": {"source": "reference", "weight": 1.0}} and settings["steps"] == 2
