@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# One call on a lent GPU machine (torch, no OpenVINO, no network): realistic faces from seeds,
-# then the first stage and the diffusion model in bf16, weights + logs into $OUT. See
-# scripts/gpu_realistic.py and the README ("Realistic model on one GPU call").
+# One call on a lent GPU machine (torch, no OpenVINO, no network): the carried realistic faces in
+# the folder layout, then the first stage and the diffusion model in bf16, weights + logs into
+# $OUT. See scripts/gpu_realistic.py and the README ("Realistic model on one GPU call").
 #
 #   here, once:  python scripts/gpu_realistic.py pack --data data/stylegan-faces --wheels   # -> .gpu/
 #   there:       OUT=$OUT scripts/gpu_realistic.sh              (the call carries .gpu)
-#   CPU check:   OUT=/tmp/toy scripts/gpu_realistic.sh --toy    (4 faces, 2 steps per stage)
+#   CPU check:   OUT=/tmp/toy scripts/gpu_realistic.sh --toy    (after pack: 4 faces, 2 steps per stage)
 #
 # Non-commercial: the faces derive from StyleGAN2-FFHQ / FFHQ, the masks from CelebAMask-HQ.
 set -euo pipefail

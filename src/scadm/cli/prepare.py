@@ -70,8 +70,8 @@ def add_stylegan_faces_command(datasets) -> None:
     q.add_argument(
         "--generator",
         metavar="DIR",
-        help="the generator's .xml + .bin (or compact .safetensors, scripts/gpu_realistic.py "
-        "pack) instead of the installed random-face package",
+        help="the generator's .xml + .bin (or the compact .safetensors of "
+        "scadm.data.mobilestylegan.save_compact) instead of the installed random-face package",
     )
     q.set_defaults(func=_prepare_stylegan_faces)
 
