@@ -13,7 +13,7 @@
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux2014_x86_64 -d .whl diffusers==0.42.1 importlib_metadata
 # then call the device tool with carry [".whl"]; this script installs them to /tmp/site. The call
-# then sends ~50 MiB of its 64 MiB limit (44.1 MiB of repository files, 6.1 MiB of wheels; 2026-11-30).
+# then sends ~50 MiB of its 64 MiB limit (44.2 MiB of repository files, 6.1 MiB of wheels; 2026-11-30).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench-out}
