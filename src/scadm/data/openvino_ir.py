@@ -46,34 +46,23 @@ def _conv_padding(data: dict, op: str) -> tuple[int, ...]:
     return tuple(begin)
 
 
+def _conv_options(data: dict, op: str) -> dict[str, Any]:
+    """The IR's Convolution attributes as torch's arguments, the same for all three conv ops."""
+    return {"stride": _ints(data["strides"]), "padding": _conv_padding(data, op), "dilation": _ints(data["dilations"])}
+
+
 def _conv(x, w, data, op):
-    return F.conv2d(
-        x, w, stride=_ints(data["strides"]), padding=_conv_padding(data, op), dilation=_ints(data["dilations"])
-    )
+    return F.conv2d(x, w, **_conv_options(data, op))
 
 
-def _group_conv(x, w, data, op):
-    groups = w.shape[0]  # (G, O/G, I/G, kh, kw)
-    return F.conv2d(
-        x,
-        w.flatten(0, 1),
-        stride=_ints(data["strides"]),
-        groups=groups,
-        padding=_conv_padding(data, op),
-        dilation=_ints(data["dilations"]),
-    )
+def _group_conv(x, w, data, op):  # w: (G, O/G, I/G, kh, kw)
+    return F.conv2d(x, w.flatten(0, 1), groups=w.shape[0], **_conv_options(data, op))
 
 
-def _group_conv_transpose(x, w, data, op):
-    groups = w.shape[0]  # (G, I/G, O/G, kh, kw)
+def _group_conv_transpose(x, w, data, op):  # w: (G, I/G, O/G, kh, kw)
+    output_padding = _ints(data.get("output_padding", "0, 0"))
     return F.conv_transpose2d(
-        x,
-        w.flatten(0, 1),
-        stride=_ints(data["strides"]),
-        groups=groups,
-        padding=_conv_padding(data, op),
-        dilation=_ints(data["dilations"]),
-        output_padding=_ints(data.get("output_padding", "0, 0")),
+        x, w.flatten(0, 1), groups=w.shape[0], output_padding=output_padding, **_conv_options(data, op)
     )
 
 
