@@ -175,7 +175,7 @@ def pack_faces(
 def unpack_faces(path: Path, out: Path, size: int, num: int | None = None) -> tuple[int, int, float]:
     """Faces 0..num-1 of a packed faces.npz into out/{size}px/{train,test}/{images,labels}, the
     folder layout of `scadm prepare stylegan-faces`; returns (faces, test_every, psi)."""
-    from PIL import Image
+    from PIL import Image, features
 
     from scadm.data.stylegan_faces import face_paths
 
@@ -184,6 +184,8 @@ def unpack_faces(path: Path, out: Path, size: int, num: int | None = None) -> tu
             raise SystemExit(f"run: {path} has no {size} px faces; pack with --size {size}")
         labels, images, ends = (bundle[f"{k}_{size}"] for k in ("labels", "images", "ends"))
         kind, test_every, psi = str(bundle["format"]), int(bundle["test_every"]), float(bundle["psi"])
+    if kind == "webp" and not features.check("webp"):
+        raise SystemExit(f"run: this Pillow cannot read the WebP faces of {path}; pack with --quality 95 (JPEG)")
     num = len(labels) if num is None else min(num, len(labels))
     for i in range(num):
         label_path, image_path = face_paths(out, i, [size], test_every)

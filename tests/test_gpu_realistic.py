@@ -86,6 +86,20 @@ def test_packed_faces_unpack_to_the_same_pixels(script, faces, tmp_path):
         script.unpack_faces(tmp_path / "faces.npz", out, 16)
 
 
+def test_a_pillow_without_webp_is_told_to_pack_jpeg(script, faces, tmp_path, monkeypatch):
+    from PIL import features
+
+    np.savez_compressed(tmp_path / "faces.npz", **script.pack_faces(faces, [8], budget=10**6)[0])
+    monkeypatch.setattr(features, "check", lambda name: name != "webp")
+    with pytest.raises(SystemExit, match="cannot read the WebP.*--quality 95"):
+        script.unpack_faces(tmp_path / "faces.npz", tmp_path / "out", 8)
+    monkeypatch.undo()
+    bundle = script.pack_faces(faces, [8], budget=10**6, quality=95)[0]
+    np.savez_compressed(tmp_path / "jpeg.npz", **bundle)
+    assert script.unpack_faces(tmp_path / "jpeg.npz", tmp_path / "out", 8)[0] == 3
+    assert sorted(p.name for p in (tmp_path / "out" / "8px" / "train" / "images").iterdir()) == ["1.jpg"]
+
+
 def test_packing_stops_at_the_budget(script, faces):
     one = len(script.pack_faces(faces, [8], budget=10**6, num=1)[0]["images_8"])
     bundle, count, full = script.pack_faces(faces, [8], budget=2 * one + 10)  # masks cost a few bytes
