@@ -262,6 +262,18 @@ def test_the_page_reads_and_answers_the_components_its_callbacks_mean(tiny_pipe,
     that Generate reads as the target, its mask in the one it reads as the mask; Generate reads
     each part's source and the options from their own controls, and answers the result and seed."""
     app = pytest.importorskip("scadm.serve.app", reason="the serve extra (gradio) is not installed")
+    from gradio.helpers import Progress, special_args
+
+    class RecordedProgress(Progress):
+        """gradio's progress tracker, recording what the callback reports instead of sending it."""
+
+        def __init__(self):
+            super().__init__()
+            self.calls: list = []
+
+        def __call__(self, progress, desc=None, total=None, unit="steps", _tqdm=None):
+            self.calls.append(progress)
+
     tiny_pipe.save_pretrained(tmp_path / "model")
     demo = app.build_app(app.Models(tmp_path / "model", "cpu"))
     by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
@@ -291,7 +303,14 @@ def test_the_page_reads_and_answers_the_components_its_callbacks_mean(tiny_pipe,
     values = {c: getattr(c, "value", None) for c in generate.inputs}
     values |= {target_state: target[target_state], reference_state: reference[reference_state]}
     values |= {mask_state: face.labels, by_id["painter"]: None, by_id["steps"]: 2, by_id["src-hair"]: "reference"}
-    answer = dict(zip(generate.outputs, generate.fn(*(values[c] for c in generate.inputs)), strict=True))
+    # as gradio calls it: its own tracker injected where the signature declares gr.Progress
+    assert generate.tracks_progress, "gradio found no gr.Progress parameter: the page would show no bar"
+    args, at, _, _ = special_args(generate.fn, [values[c] for c in generate.inputs])
+    bar = RecordedProgress()
+    args[at] = bar
+    answer = dict(zip(generate.outputs, generate.fn(*args), strict=True))
+    # the bar at 0, then each step of the target's inversion and of the sampler (preserve is on)
+    assert bar.calls == [(0, 2), (1, 2), (2, 2), (1, 2), (2, 2)]
     assert np.asarray(Image.open(answer[by_id["result"]])).shape == (64, 64, 3)
     assert answer[by_id["seed"]] == 0 and answer[by_id["status"]].endswith("seed 0): hair<-reference.")
     settings = json.loads(Path(next(f for f in answer[by_id["downloads"]] if f.endswith(".json"))).read_text())

@@ -204,9 +204,23 @@ class Callbacks:
         return labels
 
     @shows_errors
-    def generate(self, target: Face | None, reference: Face | None, labels: np.ndarray, painting, history, *values):
+    def generate(
+        self,
+        target: Face | None,
+        reference: Face | None,
+        labels: np.ndarray,
+        painting,
+        history,
+        progress: gr.Progress = gr.Progress(),
+        *values,
+    ):
         """Render the edit the page describes: `values` are the RenderOptions, then each part's
-        source and weight in panel order. -> result, history (gallery and state), seed, files, status."""
+        source and weight in panel order. -> result, history (gallery and state), seed, files, status.
+
+        `progress`: gradio's bar, fed by every sampler step (and inversion step, for a preserving
+        edit). gradio injects it only into a positional parameter that comes before `*values`
+        (it stops looking at the first *args), finding it by this default; the page's inputs
+        fill the other parameters around it."""
         target, reference = _valid("target", target), _valid("reference", reference)
         options, parts = RenderOptions.take(values)
         settings = self._settings(options, parts)
@@ -214,7 +228,12 @@ class Callbacks:
         labels = self._painted(labels, painting)
         missing = editor.missing_parts(settings, reference, labels, self.label_set)
         start = time.perf_counter()
-        result = editor.render(self.models[render.dtype], target, reference, labels, settings, progress=True)
+        progress((0, render.steps), desc="Rendering", unit="steps")  # the bar shows while styles encode
+
+        def step(done: int, total: int) -> None:
+            progress((done, total), desc="Rendering", unit="steps")
+
+        result = editor.render(self.models[render.dtype], target, reference, labels, settings, progress=step)
         seconds = time.perf_counter() - start
         files = self._downloads(result, target, reference, labels, settings)
         edits = (
