@@ -305,6 +305,7 @@ def test_the_page_reads_and_answers_the_components_its_callbacks_mean(tiny_pipe,
     values |= {mask_state: face.labels, by_id["painter"]: None, by_id["steps"]: 2, by_id["src-hair"]: "reference"}
     # as gradio calls it: its own tracker injected where the signature declares gr.Progress
     assert generate.tracks_progress, "gradio found no gr.Progress parameter: the page would show no bar"
+    assert generate.show_progress_on == [by_id["result"]]
     args, at, _, _ = special_args(generate.fn, [values[c] for c in generate.inputs])
     bar = RecordedProgress()
     args[at] = bar

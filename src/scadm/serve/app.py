@@ -67,6 +67,7 @@ def _connect(demo: gr.Blocks, page: Page, callbacks: Callbacks) -> None:
             *page.weights,
         ],
         [page.result_view, page.gallery, page.history_state, page.options.seed, page.downloads, page.status],
+        show_progress_on=page.result_view,  # one bar, where the result will be (not over every output)
     )
     demo.load(pick["target"], target.picker, outputs["target"]).then(
         pick["reference"], reference.picker, outputs["reference"]
