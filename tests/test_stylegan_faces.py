@@ -57,6 +57,18 @@ def test_missing_or_wrong_generator_package_says_what_to_install(monkeypatch):
         msg.generator_files()
 
 
+def test_a_generator_folder_must_hold_the_four_original_files(tmp_path):
+    """`--generator DIR`: a copy of the package's files, each checked by SHA-256."""
+    for name in msg.SHA256:
+        (tmp_path / name).write_bytes(b"not the generator")
+    assert set(msg.generator_files(tmp_path, check=False)) == set(msg.SHA256)
+    with pytest.raises(InputError, match=r"MappingNetwork.xml: not the random-face==2021.7.21.1 file"):
+        msg.generator_files(tmp_path)
+    (tmp_path / "SynthesisNetwork.bin").unlink()
+    with pytest.raises(InputError, match=r"SynthesisNetwork.bin: missing"):
+        msg.generator_files(tmp_path, check=False)
+
+
 @needs_generator
 def test_an_openvino_without_core_says_to_upgrade(monkeypatch):
     import openvino
@@ -114,7 +126,7 @@ def generator():
 
 
 @needs_generator
-def test_torch_interpreter_matches_openvino(generator, tmp_path):
+def test_torch_interpreter_matches_openvino(generator):
     from scadm.data.openvino_ir import IRNetwork
 
     files = msg.generator_files()
@@ -125,10 +137,6 @@ def test_torch_interpreter_matches_openvino(generator, tmp_path):
     # styles are O(1) after 8 float32 layers of width 512: ~1e-6 apart between two libraries'
     # summation orders (measured 6e-6 max); 5e-5 leaves room for other CPUs' kernels
     torch.testing.assert_close(w, generator.map(z), rtol=0, atol=5e-5)
-    mapping.save_constants(tmp_path / "m.safetensors", torch.float32)  # the compact copy's format
-    again = IRNetwork.load(files["MappingNetwork.xml"], tmp_path / "m.safetensors")
-    with torch.no_grad():
-        assert torch.equal(again(var=z)["style"], w)
 
     import openvino
 

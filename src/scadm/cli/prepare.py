@@ -70,8 +70,8 @@ def add_stylegan_faces_command(datasets) -> None:
     q.add_argument(
         "--generator",
         metavar="DIR",
-        help="the generator's .xml + .bin (or the compact .safetensors of "
-        "scadm.data.mobilestylegan.save_compact) instead of the installed random-face package",
+        help="a folder holding a copy of the generator's four files (MappingNetwork and SynthesisNetwork "
+        ".xml + .bin, checked by SHA-256) instead of the installed random-face package",
     )
     q.set_defaults(func=_prepare_stylegan_faces)
 

@@ -52,8 +52,8 @@ NETWORKS = ("MappingNetwork", "SynthesisNetwork")
 
 
 def generator_files(folder: str | Path | None = None, check: bool = True) -> dict[str, Path]:
-    """The four IR files: from the installed random-face package, or from `folder`; a folder
-    written by save_compact has NAME.safetensors in place of NAME.bin."""
+    """The four IR files: from the installed random-face package, or from `folder` (a copy of
+    them); each checked by SHA-256 unless `check` is false."""
     if folder is None:
         try:
             installed = importlib.metadata.version(DISTRIBUTION)
@@ -66,38 +66,14 @@ def generator_files(folder: str | Path | None = None, check: bool = True) -> dic
             raise InputError(f"{DISTRIBUTION} is registered but its package is missing; {INSTALL_HINT}")
         folder = Path(next(iter(spec.submodule_search_locations))) / "data"
     files = {name: Path(folder) / name for name in SHA256}
-    if all((Path(folder) / f"{net}.safetensors").is_file() for net in NETWORKS):
-        files = {
-            name: (path.with_suffix(".safetensors") if path.suffix == ".bin" else path) for name, path in files.items()
-        }
     for name, path in files.items():
         if not path.is_file():
             raise InputError(f"{path}: missing; {INSTALL_HINT}")
-        if check and path.suffix != ".safetensors" and hashlib.sha256(path.read_bytes()).hexdigest() != SHA256[name]:
+        if check and hashlib.sha256(path.read_bytes()).hexdigest() != SHA256[name]:
             raise InputError(
                 f"{path}: not the {DISTRIBUTION}=={VERSION} file (SHA-256 differs); reinstall it: {INSTALL_HINT}"
             )
     return files
-
-
-# Weights of the compact copy: the synthesis network's in fp16 move a 1024 px face by at most
-# 0.04 (5 of 255 levels), 6e-4 on average; the mapping network stays float32, since in fp16 its
-# styles move by 3e-3 and StyleGAN turns that into changes of up to 0.34 in places (measured).
-COMPACT_DTYPES = {"MappingNetwork": torch.float32, "SynthesisNetwork": torch.float16}
-
-
-def save_compact(out: str | Path) -> Path:
-    """The installed generator as .xml + .safetensors (25 MB, not 41: see COMPACT_DTYPES), for a
-    machine the files must travel to."""
-    from scadm.data.openvino_ir import IRNetwork
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    files = generator_files()
-    for net, dtype in COMPACT_DTYPES.items():
-        IRNetwork.load(files[f"{net}.xml"], files[f"{net}.bin"]).save_constants(out / f"{net}.safetensors", dtype)
-        (out / f"{net}.xml").write_bytes(files[f"{net}.xml"].read_bytes())
-    return out
 
 
 def latents(seeds) -> np.ndarray:
@@ -148,15 +124,11 @@ class FaceGenerator:
         folder: str | Path | None = None,
         threads: int | None = None,
     ):
-        files = generator_files(folder)
-        compact = files["SynthesisNetwork.bin"].suffix == ".safetensors"
-        self.backend = resolve_backend("torch" if compact and backend == "auto" else backend)
+        self.backend = resolve_backend(backend)
         self.device = checked_device(device)
-        if self.backend == "openvino" and (self.device.type != "cpu" or compact):
-            raise InputError(
-                f"backend openvino: runs the original .bin files on the CPU, not "
-                f"{'compact weights' if compact else self.device}; use --backend torch"
-            )
+        if self.backend == "openvino" and self.device.type != "cpu":
+            raise InputError(f"backend openvino: runs on the CPU, not {self.device}; use --backend torch")
+        files = generator_files(folder)
         self.threads = threads or torch.get_num_threads()
         if self.backend == "openvino":
             try:

@@ -24,8 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import safetensors
-import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -188,15 +186,12 @@ class IRNetwork(nn.Module):
         self.int_constants = {i: t for i, t in constants.items() if not t.is_floating_point()}
 
     @classmethod
-    def load(cls, xml_path: str | Path, weights_path: str | Path) -> IRNetwork:
-        """From the IR's .xml and its .bin, or a .safetensors written by save_constants (its
-        float constants are computed in float32 whatever their stored dtype)."""
-        compact = Path(weights_path).suffix == ".safetensors"
+    def load(cls, xml_path: str | Path, bin_path: str | Path) -> IRNetwork:
+        """From the IR's .xml (the graph) and .bin (its constants)."""
         try:
             root = ET.parse(xml_path).getroot()
-            blob = b"" if compact else Path(weights_path).read_bytes()
-            stored = safetensors.torch.load_file(weights_path) if compact else {}
-        except (OSError, ET.ParseError, safetensors.SafetensorError) as e:
+            blob = Path(bin_path).read_bytes()
+        except (OSError, ET.ParseError) as e:
             raise CheckpointError(f"{xml_path}: cannot read the OpenVINO IR ({e})") from None
         layers: list[dict[str, Any]] = []
         constants: dict[int, torch.Tensor] = {}
@@ -211,12 +206,7 @@ class IRNetwork(nn.Module):
                 "data": data,
                 "outputs": [int(p.attrib["id"]) for p in outputs] if outputs is not None else [],
             }
-            if entry["type"] == "Const" and compact:
-                if str(entry["id"]) not in stored:
-                    raise CheckpointError(f"{weights_path}: no constant {entry['id']}; not made from {xml_path}")
-                value = stored[str(entry["id"])]
-                constants[entry["id"]] = value.float() if value.is_floating_point() else value
-            elif entry["type"] == "Const":
+            if entry["type"] == "Const":
                 dtype = DTYPES.get(data["element_type"])
                 if dtype is None:
                     raise CheckpointError(f"{xml_path}: constant type {data['element_type']} is not supported")
@@ -238,13 +228,6 @@ class IRNetwork(nn.Module):
             for e in links
         }
         return cls(_topological(layers, edges), edges, constants)
-
-    def save_constants(self, path: str | Path, dtype: torch.dtype = torch.float16) -> None:
-        """All constants in one .safetensors (float ones as `dtype`): the IR's weights at half
-        the size, for machines the .bin is too large to travel to."""
-        tensors = {str(i): getattr(self, f"c{i}").to(dtype) for i in self.float_ids}
-        tensors |= {str(i): t for i, t in self.int_constants.items()}
-        safetensors.torch.save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
 
     def forward(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.run(inputs)
