@@ -60,6 +60,34 @@ def test_serve_with_a_photo_model_refuses_to_start_without_the_parse_extras(real
     assert Examples("procedural", 64, CELEBAMASK_HQ).choices[0] == "face 0", "procedural examples need nothing"
 
 
+def test_the_photo_demos_edits_keep_the_photo_outside_the_edited_part(tiny_pipe, one_thread):
+    """Two procedural faces stand in for the parsed photos (no parser needed): every edit must keep
+    the face's own pixels beyond the preserve margin around its part; a plain edit re-renders them."""
+    import torch
+
+    from scadm.data.synthetic import render_face
+    from scadm.io import to_uint8
+    from scadm.photo_demo import RANDOM_HAIR, SWAPS, render_photo_edits
+    from scadm.regions import default_margin, distance
+    from scadm.settings import RenderSettings
+
+    faces = {}
+    for name, seed in (("a", 1), ("b", 2)):
+        face = render_face(seed, 64)
+        faces[name] = (torch.from_numpy(face.image).permute(2, 0, 1).float() / 127.5 - 1, torch.from_numpy(face.labels))
+    rendered = render_photo_edits(tiny_pipe, faces, RenderSettings(steps=2))
+    margin = default_margin(64)
+    for name, (x, labels) in faces.items():
+        photo, images = to_uint8(x), rendered[name]
+        assert len(images) == 1 + len(SWAPS) + RANDOM_HAIR
+        assert (images[0] != photo).any(), "the reconstruction is a plain render, not the photo"
+        for part, image in zip((*SWAPS, *["hair"] * RANDOM_HAIR), images[1:], strict=True):
+            region = np.isin(labels.numpy(), CELEBAMASK_HQ.parse_parts(part))
+            far = distance(torch.from_numpy(region)[None], margin)[0].numpy() > margin
+            assert far.any() and (image[far] == photo[far]).all(), f"{name}, {part}: the rest of the face is kept"
+            assert (image[region] != photo[region]).any(), f"{name}, {part}: the part itself is edited"
+
+
 @needs_photos
 def test_demo_of_a_photo_model_edits_the_two_photos(realistic, tmp_path, capsys):
     from PIL import Image
@@ -69,6 +97,7 @@ def test_demo_of_a_photo_model_edits_the_two_photos(realistic, tmp_path, capsys)
     for swap in ("hair Hopper -> astronaut", "lips Hopper -> astronaut", "hair astronaut -> Hopper"):
         assert f"swap {swap}" in out
     assert "public domain" in out and "CelebAMask-HQ: non-commercial" in out
+    assert "edits keep the rest of the photo (scadm edit --preserve); change against the aligned photo" in out
     width, height = Image.open(tmp_path / "demo.png").size
     assert height > 2 * 128 and width > 7 * 128, "two rows of seven 128 px cells"
 
