@@ -217,6 +217,35 @@ def test_loading_something_else_fails_clearly(tmp_path, tiny_pipe):
         SCADMPipeline.from_pretrained(tmp_path / "m")
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"labels": None}, "no 'labels' entry"),
+        ({"image_size": None, "unconditional": None}, "no 'image_size', 'unconditional' entry"),
+        ({"schedule": None}, "no 'schedule' entry"),
+        ({"labels": {"names": ["skin"]}}, "bad labels"),
+        ({"labels": {"names": ["skin"], "palette": [[1, 2]]}}, "bad labels"),
+        ({"labels": {"names": ["skin"], "palette": [["red", 0, 0]]}}, "bad labels"),
+        ({"labels": ["skin"]}, "bad labels"),
+    ],
+)
+def test_an_incomplete_index_names_the_file_and_entry(tmp_path, tiny_pipe, change, message):
+    """A hand-edited or foreign model_index.json: one CheckpointError line, never a KeyError."""
+    tiny_pipe.save_pretrained(tmp_path / "m")
+    index = tmp_path / "m/model_index.json"
+    content = json.loads(index.read_text()) | change
+    index.write_text(json.dumps({k: v for k, v in content.items() if v is not None}))
+    with pytest.raises(CheckpointError, match=f"model_index.json: {message}"):
+        SCADMPipeline.from_pretrained(tmp_path / "m")
+
+
+def test_an_index_that_is_not_an_object_is_refused(tmp_path, tiny_pipe):
+    tiny_pipe.save_pretrained(tmp_path / "m")
+    (tmp_path / "m/model_index.json").write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match="describes a None, not an SCADMPipeline"):
+        SCADMPipeline.from_pretrained(tmp_path / "m")
+
+
 # ---------------------------------------------------------------- settings and diffusers-style call
 
 

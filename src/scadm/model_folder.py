@@ -54,23 +54,38 @@ def read_folder(folder: str | Path, class_name: str, dtype: torch.dtype | None =
         index = json.loads(index_path.read_text())
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{index_path}: corrupt JSON ({err.msg}, line {err.lineno})") from None
-    if index.get("_class_name") != class_name:
-        raise CheckpointError(f"{index_path}: describes a {index.get('_class_name')!r}, not an {class_name}")
+    found = index.get("_class_name") if isinstance(index, dict) else None
+    if found != class_name:
+        raise CheckpointError(f"{index_path}: describes a {found!r}, not an {class_name}")
+    settings = _index_settings(index, index_path)  # before the networks: a broken index fails fast
     parts = {}
     for name, model_cls in COMPONENTS.items():
         sub = folder / name
         if not (sub / "config.json").is_file():
             raise CheckpointError(f"{sub}: missing (config.json not found)")
         parts[name] = load_network(model_cls, sub, name, dtype or torch.float32)
-    labels = index["labels"]
+    return {**parts, **settings}
+
+
+def _index_settings(index: dict[str, Any], index_path: Path) -> dict[str, Any]:
+    """The index's schedule, label set, image size and unconditional mode; a CheckpointError
+    naming the file and the entry when one is missing or malformed (a hand-edited or foreign
+    index), never a KeyError."""
+    missing = [key for key in ("schedule", "labels", "image_size", "unconditional") if key not in index]
+    if missing:
+        raise CheckpointError(f"{index_path}: no {', '.join(map(repr, missing))} entry")
     try:
         schedule = NoiseSchedule(**index["schedule"])
     except (TypeError, InputError) as err:
         raise CheckpointError(f"{index_path}: bad schedule ({err})") from None
+    labels = index["labels"]
+    try:
+        label_set = label_set_from_config(labels["names"], [tuple(c) for c in labels["palette"]])
+    except (KeyError, TypeError, ValueError, InputError) as err:
+        raise CheckpointError(f"{index_path}: bad labels (want names and palette lists; {err})") from None
     return {
-        **parts,
         "schedule": schedule,
-        "label_set": label_set_from_config(labels["names"], [tuple(c) for c in labels["palette"]]),
+        "label_set": label_set,
         "image_size": index["image_size"],
         "unconditional": index["unconditional"],
     }
