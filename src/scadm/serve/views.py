@@ -25,6 +25,7 @@ def panel_order(names: list[str]) -> list[str]:
 
 
 def css_colour(colour) -> str:
+    """A class colour (R, G, B) as CSS, for the brush and the legend."""
     return f"rgb({colour[0]}, {colour[1]}, {colour[2]})"
 
 
@@ -46,7 +47,7 @@ def legend_html(labels: np.ndarray, label_set: LabelSet) -> str:
         share = f"{100 * n / labels.size:.1f}%" if n else "absent"
         items.append(
             f'<span class="{"present" if n else "absent"}"><span class="sw" '
-            f'style="background: rgb{tuple(colour)}"></span>{name} <small>{share}</small></span>'
+            f'style="background: {css_colour(colour)}"></span>{name} <small>{share}</small></span>'
         )
     return f'<div class="legend" id="legend">{"".join(items)}</div>'
 
