@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         "demo model never saw; save one labelled figure and print a summary. A photo model "
         "(--model realistic) instead edits two public-domain photos, aligned and parsed "
         "automatically (needs `make parse-extras`): reconstruction, hair and lips swapped "
-        "between them, random hair. Any other pipeline folder gets the procedural demo.",
+        "between them, random hair, the edits keeping the rest of each photo (as `scadm edit "
+        "--preserve`). Any other pipeline folder gets the procedural demo.",
     )
     p.add_argument("--out", default="out/demo", help="output folder (default ./out/demo)")
     p.add_argument("--model", help=model_help())
