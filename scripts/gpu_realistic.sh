@@ -12,6 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python3}
 if ! "$py" -c "import diffusers" 2>/dev/null; then
+    if ! compgen -G ".gpu/wheels/*.whl" >/dev/null; then
+        echo "gpu_realistic: no diffusers here and no .gpu/wheels/*.whl: here, pack with --wheels, then carry .gpu" >&2
+        exit 1
+    fi
     "$py" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/wheels/*.whl
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
