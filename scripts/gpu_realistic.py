@@ -227,6 +227,8 @@ def download_wheel(out: Path) -> Path:
 def pack(args) -> None:
     """Write the carried assets to args.out: as many faces as fit (see the module docstring)."""
     out, data = Path(args.out).resolve(), Path(args.data)
+    if not out.is_relative_to(ROOT):  # carry names paths in the checkout; anything else stays here
+        sys.exit(f"pack: --out {out} is outside the checkout {ROOT}, so no device call could carry it")
     if not (data / "dataset.json").is_file():
         sys.exit(f"pack: {data}: no dataset.json; not a `scadm prepare stylegan-faces` folder")
     out.mkdir(parents=True, exist_ok=True)

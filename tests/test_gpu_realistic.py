@@ -1,6 +1,7 @@
 """scripts/gpu_realistic.py: what a GPU call would send (the device's 64 MiB limit on the working
 tree) and the faces packed for it, on tiny fake files."""
 
+import argparse
 import importlib.util
 import json
 import shutil
@@ -104,3 +105,11 @@ def test_packing_stops_at_the_budget(script, faces):
     one = len(script.pack_faces(faces, [8], budget=10**6, num=1)[0]["images_8"])
     bundle, count, full = script.pack_faces(faces, [8], budget=2 * one + 10)  # masks cost a few bytes
     assert full and 1 <= count < 3 and len(bundle["ends_8"]) == count == len(bundle["labels_8"])
+
+
+def test_pack_refuses_an_out_folder_no_call_could_carry(script, faces, tmp_path):
+    """carry names paths inside the checkout: assets packed elsewhere would never reach the GPU."""
+    args = argparse.Namespace(out=str(tmp_path / "assets"), data=str(faces), size=[8], wheels=False)
+    with pytest.raises(SystemExit, match="outside the checkout"):
+        script.pack(args)
+    assert not (tmp_path / "assets").exists()
