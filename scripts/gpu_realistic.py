@@ -227,6 +227,8 @@ def download_wheel(out: Path) -> Path:
 def pack(args) -> None:
     """Write the carried assets to args.out: as many faces as fit (see the module docstring)."""
     out, data = Path(args.out).resolve(), Path(args.data)
+    if args.num is not None and args.num < 1:
+        sys.exit(f"pack: --num {args.num}: pack at least one face")
     if not out.is_relative_to(ROOT):  # carry names paths in the checkout; anything else stays here
         sys.exit(f"pack: --out {out} is outside the checkout {ROOT}, so no device call could carry it")
     if not (data / "dataset.json").is_file():
@@ -242,6 +244,9 @@ def pack(args) -> None:
     bundle, count, full = pack_faces(
         data, args.size, LIMIT_BYTES - reserve - sum(before.values()), args.num, args.quality
     )
+    if not count and not full:  # the loop found no face 0 to pack: not a question of room
+        sizes = " and ".join(f"{s} px" for s in args.size)
+        sys.exit(f"pack: {data} has no face 0 at {sizes}; make them with `scadm prepare stylegan-faces --size`")
     if not count:
         sys.exit(
             f"pack: no face fits: without them a GPU call would send {mib(sum(before.values()))} "

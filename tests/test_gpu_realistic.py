@@ -107,9 +107,30 @@ def test_packing_stops_at_the_budget(script, faces):
     assert full and 1 <= count < 3 and len(bundle["ends_8"]) == count == len(bundle["labels_8"])
 
 
+def _pack_args(out: Path, data: Path, **options) -> argparse.Namespace:
+    """`gpu_realistic.py pack`'s arguments, its defaults but for `options`."""
+    defaults = {"size": [8], "num": None, "reserve_mib": 3.0, "quality": None, "wheels": False}
+    return argparse.Namespace(out=str(out), data=str(data), **(defaults | options))
+
+
 def test_pack_refuses_an_out_folder_no_call_could_carry(script, faces, tmp_path):
     """carry names paths inside the checkout: assets packed elsewhere would never reach the GPU."""
-    args = argparse.Namespace(out=str(tmp_path / "assets"), data=str(faces), size=[8], wheels=False)
+    args = _pack_args(tmp_path / "assets", faces)
     with pytest.raises(SystemExit, match="outside the checkout"):
         script.pack(args)
     assert not (tmp_path / "assets").exists()
+
+
+def test_pack_says_when_the_faces_are_missing_not_that_they_do_not_fit(script, faces, tmp_path, monkeypatch):
+    """Faces prepared at 8 px, packed at 16: the folder lacks them, whatever room is left."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    monkeypatch.setattr(script, "ROOT", tmp_path)
+    args = _pack_args(tmp_path / ".gpu", faces, size=[16])
+    with pytest.raises(SystemExit, match="has no face 0 at 16 px"):
+        script.pack(args)
+    args.size, args.num = [8], 0
+    with pytest.raises(SystemExit, match="--num 0: pack at least one face"):
+        script.pack(args)
+    args.num = None
+    script.pack(args)
+    assert script.unpack_faces(tmp_path / ".gpu" / "faces.npz", tmp_path / "out", 8)[0] == 3
