@@ -79,7 +79,7 @@ def refine_sweep(pipe, faces, steps) -> list[dict]:
             errs, psnrs = [], []
             for image, labels in faces:
                 x, lab = unit(image).to(pipe.device), torch.from_numpy(labels)[None]
-                eps_fn = pipe._eps_fn(pipe.encode_style(x, lab), pipe.one_hot(lab), g)
+                eps_fn = pipe.eps_fn(pipe.encode_style(x, lab), pipe.one_hot(lab), g)
                 z_0 = encode(pipe.vqvae, x).float()
                 trajectory = ddim_invert(eps_fn, z_0, pipe.schedule.alphas_cumprod, grid, refine=refine)
                 back = sample_ddim(eps_fn, trajectory.noise, pipe.schedule.alphas_cumprod, grid)

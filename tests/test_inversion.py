@@ -26,8 +26,8 @@ def _target(pipe, seed=3, size=64):
     return image[None], labels[None]
 
 
-def _eps_fn(pipe, image, labels, g):
-    return pipe._eps_fn(pipe.encode_style(image, labels), pipe.one_hot(labels), g)
+def _guided_eps(pipe, image, labels, g):
+    return pipe.eps_fn(pipe.encode_style(image, labels), pipe.one_hot(labels), g)
 
 
 def _denoiser(pipe, image, labels, g):
@@ -36,7 +36,7 @@ def _denoiser(pipe, image, labels, g):
     The bare random UNet is none: its GroupNorms make eps nearly scale-free in x, so on the
     shrinking latents of an inversion its eps changes faster than x and the implicit step has no
     unique solution, which no trained model shows (the demo model converges: reports/inversion/README.md)."""
-    unet_eps = _eps_fn(pipe, image, labels, g)
+    unet_eps = _guided_eps(pipe, image, labels, g)
     s1ma = pipe.schedule.sqrt_one_minus_alphas_cumprod
 
     def eps_fn(x, t):
@@ -65,7 +65,7 @@ def test_inversion_round_trip_reconstructs_z0(tiny_pipe, one_thread):
 @pytest.mark.parametrize("sampler", ["ddim", "dpm++", "unipc"])
 def test_keeping_nothing_is_the_plain_sampler_and_keeping_all_is_z0(tiny_pipe, one_thread, sampler):
     image, labels = _target(tiny_pipe)
-    eps_fn = _eps_fn(tiny_pipe, image, labels, 1.2)
+    eps_fn = _guided_eps(tiny_pipe, image, labels, 1.2)
     trajectory = ddim_invert(
         eps_fn, encode(tiny_pipe.vqvae, image), tiny_pipe.schedule.alphas_cumprod, ddim_timesteps(STEPS), refine=0
     )

@@ -137,7 +137,9 @@ class SCADMPipeline:
 
     # ------------------------------------------------------------ conditioning
 
-    def _check_labels(self, labels: torch.Tensor) -> torch.Tensor:
+    def check_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Label map(s) (H,W) / (B,H,W) as (B,H,W), sizes checked against the networks; public because
+        the region-preserving edit (`scadm.regions`) checks its target before stepping the denoiser."""
         if labels.dim() == 2:
             labels = labels[None]
         f = downsampling_factor(self.vqvae) * 2 ** (len(self.unet.config.channel_mult) - 1)
@@ -148,7 +150,7 @@ class SCADMPipeline:
 
     def one_hot(self, labels: torch.Tensor) -> torch.Tensor:
         """Label map(s) (B,H,W) int -> one-hot (B,C,H,W) in the networks' dtype and device."""
-        labels = self._check_labels(labels)
+        labels = self.check_labels(labels)
         return one_hot(labels.to(self.device), self.label_set.num_classes).to(self.dtype)
 
     def _style_mask(self, mask: torch.Tensor) -> torch.Tensor:
@@ -252,7 +254,7 @@ class SCADMPipeline:
         style = style.to(self.device, self.dtype)
         f = downsampling_factor(self.vqvae)
         shape = (batch, self.unet.config.in_channels, mask.shape[-2] // f, mask.shape[-1] // f)
-        eps_fn = self._eps_fn(style, mask, settings.guidance)
+        eps_fn = self.eps_fn(style, mask, settings.guidance)
         if latents is None:
             # drawn in float32 whatever the state's dtype: a float64 render starts from the same noise
             x_T = randn(shape, generators, device=self.device, dtype=torch.float32).to(self.state_dtype)
@@ -297,8 +299,9 @@ class SCADMPipeline:
             return ((images + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
         return [Image.fromarray(x) for x in to_uint8(images)]
 
-    def _eps_fn(self, style: StyleCode, mask: torch.Tensor, guidance: float):
-        """The guided denoiser of `style` on one-hot `mask` (paper Eq. 4)."""
+    def eps_fn(self, style: StyleCode, mask: torch.Tensor, guidance: float):
+        """The guided denoiser of `style` on one-hot `mask` (paper Eq. 4); public because the
+        region-preserving edit and DDIM inversion drive it step by step themselves."""
         if self.unconditional == "zero":
             uncond = (torch.zeros_like(style.tokens), torch.zeros_like(mask))
         else:

@@ -153,7 +153,7 @@ class Preserve:
 
 def _target(pipe, image: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     image = image[None] if image.dim() == 3 else image
-    labels = pipe._check_labels(labels)
+    labels = pipe.check_labels(labels)
     if image.shape[0] != 1 or labels.shape[0] != 1 or image.shape[-2:] != labels.shape[-2:]:
         raise InputError(
             f"preserve: expected one target image (1,3,H,W) and its labels (1,H,W), "
@@ -181,7 +181,7 @@ def invert_target(
     )
 
     def compute() -> Trajectory:
-        eps_fn = pipe._eps_fn(pipe.encode_style(image, labels), pipe.one_hot(labels), settings.guidance)
+        eps_fn = pipe.eps_fn(pipe.encode_style(image, labels), pipe.one_hot(labels), settings.guidance)
         return ddim_invert(
             eps_fn,
             encode(pipe.vqvae, image).to(pipe.state_dtype),
