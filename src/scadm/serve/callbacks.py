@@ -32,7 +32,11 @@ from scadm.settings import INTERACTIVE, RenderSettings
 from scadm.shipped import shipped_name
 
 log = logging.getLogger("scadm.serve")
-MAX_SEED = 2**31 - 1
+#: the largest seed the page draws and its seed box takes. Smaller than scadm.settings.MAX_SEED
+#: (2**64 - 1, torch's range) because the seed round-trips through the browser, where gr.Number's
+#: value is a JavaScript double, exact only up to 2**53 - 1: a larger seed shown in the page would
+#: come back rounded, and the locked seed would replay another face. 2**31 - 1 is well inside that.
+PAGE_SEED_MAX = 2**31 - 1
 T = TypeVar("T")
 
 
@@ -275,7 +279,7 @@ class Callbacks:
             for n, s, w in zip(panel_order(self.names), sources, weights, strict=True)
             if s != "target"
         }
-        seed = int(options.seed) if options.lock and options.seed is not None else random.randrange(MAX_SEED)
+        seed = int(options.seed) if options.lock and options.seed is not None else random.randrange(PAGE_SEED_MAX)
         render = INTERACTIVE.replace(
             steps=int(options.steps),
             guidance=float(options.guidance),

@@ -16,7 +16,7 @@ import gradio as gr
 from scadm.editing import SOURCES
 from scadm.labels import LabelSet
 from scadm.serve import editor
-from scadm.serve.callbacks import MAX_SEED, RenderOptions
+from scadm.serve.callbacks import PAGE_SEED_MAX, RenderOptions
 from scadm.serve.examples import Examples
 from scadm.serve.views import css_colour, panel_order
 from scadm.settings import DTYPES, INTERACTIVE, SAMPLERS
@@ -267,7 +267,7 @@ def build_page(label_set: LabelSet, size: int, examples: Examples, model: str, d
                 options["steps"] = gr.Slider(1, 200, value=INTERACTIVE.steps, step=1, label="steps", elem_id="steps")
             with gr.Row():
                 options["seed"] = gr.Number(
-                    INTERACTIVE.seed, label="seed", precision=0, minimum=0, maximum=MAX_SEED, elem_id="seed"
+                    INTERACTIVE.seed, label="seed", precision=0, minimum=0, maximum=PAGE_SEED_MAX, elem_id="seed"
                 )
                 options["lock"] = gr.Checkbox(True, label="lock seed", elem_id="lock-seed")
             options["dtype"] = gr.Radio(
