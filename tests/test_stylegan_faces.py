@@ -104,12 +104,17 @@ class _FlatFaces:
         return torch.stack([torch.full((3, 64, 64), 10 * s / 127.5 - 1) for s in seeds])
 
 
-def test_given_labels_are_written_instead_of_parsing(tmp_path):
-    labels = {i: {16: np.full((16, 16), i + 1, np.uint8)} for i in range(3)}
-    with pytest.raises(InputError, match=r"face 1 at sizes \[16\] \(2 faces without\)"):
-        prepare_stylegan_faces(tmp_path, 3, [16], generator=_FlatFaces(), labels={0: labels[0]})
+class _LevelParser:
+    """A stand-in parser: the mask of a flat face of level 10 i is all i + 1, at every size asked."""
+
+    def at_sizes(self, images, sizes):
+        faces = ((images[:, 0, 0, 0] + 1) * 127.5 / 10).round().to(torch.uint8)  # undo the level, from [-1, 1]
+        return [(faces + 1).view(-1, 1, 1).expand(-1, s, s) for s in sizes]
+
+
+def test_the_parsers_masks_are_written_beside_the_faces(tmp_path):
     report = prepare_stylegan_faces(
-        tmp_path, 3, [16], generator=_FlatFaces(), labels=labels, batch_size=2, workers=2, progress=False
+        tmp_path, 3, [16], generator=_FlatFaces(), parser=_LevelParser(), batch_size=2, workers=2, progress=False
     )
     assert report.written == 3
     folder = FaceFolder(tmp_path / "16px", size=16, split="train")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,14 +118,11 @@ def prepare_stylegan_faces(
     progress: bool = True,
     generator=None,
     parser=None,
-    labels: Mapping[int, Mapping[int, np.ndarray]] | None = None,
     workers: int = 1,
     generator_dir: str | Path | None = None,
 ) -> StyleGANFacesReport:
     """Write faces 0 .. num-1 (see the module docstring); returns what was done.
 
-    `labels` ({face: {size: (size, size) uint8}}), when given, are written instead of parsing:
-    masks made earlier from the same seeds, e.g. on a machine the parser's weights cannot reach.
     `workers` threads shrink and write the faces of a batch. `generator_dir`: the generator's
     files (mobilestylegan.generator_files) instead of the installed package's.
     """
@@ -137,13 +134,7 @@ def prepare_stylegan_faces(
         raise InputError(f"--size: each size must be between 8 and {msg.IMAGE_SIZE}, got {sizes}")
     if not (isinstance(psi, (int, float)) and 0.0 < psi <= 1.5):
         raise InputError(f"--psi: expected a truncation in (0, 1.5], got {psi!r}")
-    if labels is not None:
-        missing = [i for i in range(num) if any(s not in labels.get(i, {}) for s in sizes)]
-        if missing:
-            raise InputError(
-                f"labels: none given for face {missing[0]} at sizes {sizes} ({len(missing)} faces without)"
-            )
-    if parser is None and labels is None:  # before the generator: a missing extra fails fast
+    if parser is None:  # before the generator: a missing extra fails fast
         from scadm.parsing import load_face_parser
 
         parser = load_face_parser("bisenet", device=msg.checked_device(device))
@@ -172,7 +163,7 @@ def prepare_stylegan_faces(
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
-            _write_batch(out, batch, sizes, float(psi), test_every, generator, parser, labels, pool)
+            _write_batch(out, batch, sizes, float(psi), test_every, generator, parser, pool)
             report.written += len(batch)
             bar.update(len(batch))
     bar.close()
@@ -189,24 +180,20 @@ def _write_batch(
     test_every: int,
     generator,
     parser,
-    known: Mapping | None,
     pool: ThreadPoolExecutor,
 ) -> None:
     images = generator(faces, psi)
     # scadm.io.to_uint8's rounding, on the generator's device: a GPU sends 1 byte per value, not 4
     rgb = ((images + 1.0) / 2.0).clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
     rgb = rgb.permute(0, 2, 3, 1).cpu().numpy()  # (N, 1024, 1024, 3): the face as it is saved
-    parsed: list[np.ndarray] = []
-    if known is None:
-        x = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        parsed = [batch.to(torch.uint8).cpu().numpy() for batch in parser.at_sizes(x, sizes)]
+    x = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    parsed = [batch.to(torch.uint8).cpu().numpy() for batch in parser.at_sizes(x, sizes)]
 
     def write(k: int) -> None:
         full = Image.fromarray(rgb[k])
         paths = face_paths(out, faces[k], sizes, test_every)
         for j, size in enumerate(sizes):
-            mask = parsed[j][k] if known is None else np.asarray(known[faces[k]][size], np.uint8)
-            _save_png(paths[2 * j], Image.fromarray(mask))
+            _save_png(paths[2 * j], Image.fromarray(parsed[j][k]))
             _save_png(paths[2 * j + 1], full.resize((size, size), Image.Resampling.LANCZOS))
 
     list(pool.map(write, range(len(faces))))  # PIL resizes and encodes outside the GIL
