@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +181,35 @@ def test_a_reference_without_the_swapped_part_is_reported(faces):
     assert editor.missing_parts(hair_swap, bald, hairless_target, CELEBAMASK_HQ) == []
     random_hair = EditSettings({"hair": PartChoice("random")})  # the random style needs no reference
     assert editor.missing_parts(random_hair, bald, target.labels, CELEBAMASK_HQ) == []
+
+
+# In a fresh interpreter: record the two variables when gradio or huggingface_hub is first looked
+# for, then stop the import there (no gradio loaded: milliseconds, and no serve extra needed).
+_FIRST_IMPORT = """
+import json, os, sys
+seen = {}
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        if name in ("gradio", "huggingface_hub") and name not in seen:
+            seen[name] = [os.environ.get(v) for v in ("GRADIO_ANALYTICS_ENABLED", "HF_HUB_OFFLINE")]
+        if name == "gradio":
+            raise ImportError("stopped here")
+sys.meta_path.insert(0, Watch())
+try:
+    import scadm.serve.callbacks
+except ImportError:
+    pass
+print(json.dumps(seen))
+"""
+
+
+def test_importing_the_callbacks_alone_sets_gradios_environment_first():
+    """No telemetry, no Hub downloads, whichever serve module is imported first (not only app)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GRADIO_ANALYTICS_ENABLED", "HF_HUB_OFFLINE")}
+    result = subprocess.run([sys.executable, "-c", _FIRST_IMPORT], env=env, capture_output=True, text=True, check=True)
+    seen = json.loads(result.stdout)
+    assert seen["gradio"] == ["False", "1"]
+    assert seen.get("huggingface_hub", ["False", "1"]) == ["False", "1"]
 
 
 def test_page_messages_carry_no_server_paths():

@@ -8,14 +8,13 @@ the session's own state (gr.State), so users never see each other's faces.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no telemetry
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 import functools
 import logging
 from pathlib import Path
+
+from scadm.serve import environment  # noqa: F401  (sets gradio's environment: before gradio is imported)
+
+# isort: split
 
 import gradio as gr
 

@@ -2,7 +2,7 @@
 
 Each callback turns every bad request into a message in the page (`shows_errors`), and works only
 on what the page passes it (the session's own gr.State), never on state of its own, so users never
-see each other's faces. Imported through `scadm.serve.app`, which sets gradio's environment first.
+see each other's faces.
 """
 
 from __future__ import annotations
@@ -17,6 +17,10 @@ import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Generic, TypeVar
+
+from scadm.serve import environment  # noqa: F401  (sets gradio's environment: before gradio is imported)
+
+# isort: split
 
 import gradio as gr
 import numpy as np

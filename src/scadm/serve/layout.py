@@ -2,14 +2,17 @@
 (the brush colour, "all: source"); `scadm.serve.app` connects the rest to the callbacks.
 
 Laid out for a laptop screen (1280x800): inputs, parts and the result with Generate side by side at
-the top; the mask painter, render options and history below. Imported through `scadm.serve.app`,
-which sets gradio's environment first.
+the top; the mask painter, render options and history below.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from scadm.serve import environment  # noqa: F401  (sets gradio's environment: before gradio is imported)
+
+# isort: split
 
 import gradio as gr
 
