@@ -18,8 +18,8 @@ LINEAR_START = 0.0015  # beta_1 (face config)
 LINEAR_END = 0.0195  # beta_T
 #: What the UNet outputs. "epsilon": the noise (paper Eq. 2, the authors' checkpoints). "v_prediction":
 #: v = sqrt(abar) eps - sqrt(1 - abar) x_0 (Salimans & Ho 2022), a scadm option for its own models:
-#: its loss weighs the x_0 error by SNR + 1 instead of SNR, so at high noise (SNR ~ 0.02 at t = 800,
-#: where DDIM starts) the style colours are learned, not left to the last steps.
+#: its loss weighs the x_0 error by SNR + 1 instead of SNR, so at high noise (SNR ~ 0.004 at t = 800;
+#: DDIM-25 starts at t = 961, SNR 0.0003) the style colours are learned, not left to the last steps.
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
