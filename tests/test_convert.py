@@ -59,6 +59,7 @@ def test_converted_pipeline_renders_like_the_original(tiny_pipe, authors_files):
 def test_vq_key_mapping_is_a_bijection_on_the_face_config():
     with torch.device("meta"):
         vq = vq_f4()
+    assert sum(p.numel() for p in vq.parameters()) == 55_322_782  # LDM's vq-f4, as the README quotes
     ldm = ldm_vq_state(vq)
     assert len(ldm) == 205
     assert "decoder.up.0.block.2.conv1.weight" in ldm and "encoder.mid.attn_1.q.weight" in ldm
