@@ -3,7 +3,7 @@
 Two steps (see scripts/gpu_realistic.sh and the README's "Realistic model on one GPU call"):
 
   pack  (here, once): writes .gpu/ to be carried: the faces made by `scadm prepare stylegan-faces`
-        (images as lossless WebP, ~6.4 KB a face at 64 px; masks, ~0.3 KB) and the diffusers wheel
+        (images as lossless WebP, ~6.3 KB a face at 64 px; masks, ~0.3 KB) and the diffusers wheel
         without the modules scadm never imports. A device call sends the repository's own files
         too (44 MiB) and at most 64 MiB in all, so pack counts what would travel and packs as many
         faces as fit under that limit less --reserve-mib; it refuses, naming the sizes, when even
