@@ -8,12 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from test_evaluate import all_skin_parser, needs_metrics, positive_lpips, small_features, tiny_options
+from test_evaluate import needs_metrics, run, tiny_options
 
 from scadm.data.synthetic import render_face
 from scadm.errors import InputError
-from scadm.evaluate import evaluate
-from scadm.evaluate.context import Model
 from scadm.evaluate.data import DataSpec
 from scadm.evaluate.published import TABLE1, table1
 from scadm.evaluate.side_by_side import (
@@ -46,17 +44,7 @@ def out(tiny_pipe, tmp_path_factory):
     torch.set_num_threads(1)
     options = tiny_options(part_sets={"hair": ("hair",)})
     options.data = DataSpec.parse(str(_folder(tmp_path / "faces")), 3, "test")
-    evaluate(
-        list(PROTOCOLS),
-        [Model("tiny", Path("tiny"), tiny_pipe, "fingerprint")],
-        options,
-        tmp_path / "out",
-        "scadm evaluate (test)",
-        tmp_path / "cache",
-        parser=all_skin_parser,
-        features=small_features(),
-        lpips=positive_lpips(),
-    )
+    run(tiny_pipe, list(PROTOCOLS), tmp_path, options=options, names=("tiny",))
     torch.set_num_threads(threads)
     return tmp_path / "out"
 
